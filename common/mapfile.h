@@ -1,0 +1,30 @@
+/* mapfile.h — read-only memory maps of model files.
+ *
+ * Weights are used in place from the map, so a model never costs more
+ * resident memory than the pages the forward pass touches. The map is
+ * private and read-only: nothing can write through it.
+ */
+#ifndef INF_MAPFILE_H
+#define INF_MAPFILE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+typedef struct {
+    const uint8_t *data; /* NULL for an empty file */
+    size_t size;
+    char path[1024];
+} inf_mapfile;
+
+/* Maps `path`. Errors name the path and the system's reason. */
+inf_status inf_map_open(inf_mapfile *m, const char *path, inf_error *err);
+void inf_map_close(inf_mapfile *m);
+
+/* Reads a whole (small) file into a NUL-terminated malloc'd buffer; caller
+ * frees. Refuses files larger than max_bytes. */
+inf_status inf_read_file(const char *path, size_t max_bytes, char **out, size_t *len,
+                         inf_error *err);
+
+#endif

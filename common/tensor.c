@@ -1,0 +1,445 @@
+/* tensor.c — dtype facts, half-precision conversion and per-row kernels.
+ *
+ * The dot kernels are the decode hot path (one token = one dot per weight
+ * row). They accumulate in 8 independent f32 lanes written with GCC vector
+ * extensions so the compiler emits SIMD without -ffast-math, and they are
+ * compiled twice (AVX2+FMA and baseline x86-64) with the variant picked at
+ * load time, so one binary runs on any x86-64 and is fast on modern ones.
+ */
+#include "tensor.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && \
+    !defined(INF_NO_CLONES)
+#define INF_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define INF_CLONES
+#endif
+
+typedef float v8f __attribute__((vector_size(32)));
+
+/* ---- half precision ------------------------------------------------------ */
+
+float inf_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t man = h & 0x3ffu;
+    uint32_t bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else { /* subnormal: renormalize */
+            int e = -1;
+            do {
+                e++;
+                man <<= 1;
+            } while ((man & 0x400u) == 0);
+            man &= 0x3ffu;
+            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | (man << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+uint16_t inf_f32_to_f16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000u;
+    uint32_t absx = x & 0x7fffffffu;
+    if (absx >= 0x7f800000u) /* inf or nan */
+        return (uint16_t)(sign | 0x7c00u | (absx > 0x7f800000u ? 0x200u : 0));
+    if (absx >= 0x477ff000u) /* rounds to >= 65520: overflow to inf */
+        return (uint16_t)(sign | 0x7c00u);
+    if (absx < 0x38800000u) { /* below the smallest normal half: subnormal */
+        if (absx < 0x33000000u) return (uint16_t)sign; /* < 2^-25 rounds to 0 */
+        uint32_t e = absx >> 23;
+        uint32_t m = (absx & 0x7fffffu) | 0x800000u;
+        uint32_t shift = 126 - e; /* value = m*2^(e-150), half subnormal unit 2^-24 */
+        uint32_t q = m >> shift;
+        uint32_t rem = m & ((1u << shift) - 1);
+        uint32_t half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (q & 1))) q++;
+        return (uint16_t)(sign | q);
+    }
+    uint32_t e = (absx >> 23) - 127 + 15;
+    uint32_t m = absx & 0x7fffffu;
+    uint32_t h = (e << 10) | (m >> 13);
+    uint32_t rem = m & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) h++; /* may carry into exp: ok */
+    return (uint16_t)(sign | h);
+}
+
+float inf_bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+uint16_t inf_f32_to_bf16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u); /* quiet nan */
+    uint32_t lsb = (x >> 16) & 1u;
+    x += 0x7fffu + lsb;
+    return (uint16_t)(x >> 16);
+}
+
+/* ---- dtype facts --------------------------------------------------------- */
+
+const char *inf_dtype_name(inf_dtype dt) {
+    static const char *names[INF_DT__COUNT] = {
+        "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4G", "I32", "I8", "U8"};
+    return (unsigned)dt < INF_DT__COUNT ? names[dt] : "?";
+}
+
+int inf_dtype_block(inf_dtype dt) {
+    switch (dt) {
+    case INF_DT_Q8_0:
+    case INF_DT_Q4_0:
+    case INF_DT_Q4_1: return 32;
+    case INF_DT_Q4G: return 2;
+    default: return 1;
+    }
+}
+
+size_t inf_dtype_block_bytes(inf_dtype dt) {
+    switch (dt) {
+    case INF_DT_F32: return 4;
+    case INF_DT_F16:
+    case INF_DT_BF16: return 2;
+    case INF_DT_Q8_0: return 34;
+    case INF_DT_Q4_0: return 18;
+    case INF_DT_Q4_1: return 20;
+    case INF_DT_Q4G: return 1;
+    case INF_DT_I32: return 4;
+    case INF_DT_I8:
+    case INF_DT_U8: return 1;
+    default: return 0;
+    }
+}
+
+bool inf_dtype_is_weight(inf_dtype dt) {
+    switch (dt) {
+    case INF_DT_F32:
+    case INF_DT_F16:
+    case INF_DT_BF16:
+    case INF_DT_Q8_0:
+    case INF_DT_Q4_0:
+    case INF_DT_Q4_1:
+    case INF_DT_Q4G: return true;
+    default: return false;
+    }
+}
+
+int64_t inf_tensor_cols(const inf_tensor *t) {
+    return t->ndim > 0 ? t->shape[t->ndim - 1] : 1;
+}
+
+int64_t inf_tensor_rows(const inf_tensor *t) {
+    int64_t r = 1;
+    for (int i = 0; i + 1 < t->ndim; i++) r *= t->shape[i];
+    return r;
+}
+
+int64_t inf_tensor_numel(const inf_tensor *t) {
+    return inf_tensor_rows(t) * inf_tensor_cols(t);
+}
+
+inf_status inf_tensor_data_bytes(inf_dtype dt, int ndim, const int64_t *shape,
+                                 size_t *out, const char *name, inf_error *err) {
+    if ((unsigned)dt >= INF_DT__COUNT)
+        return inf_fail(err, INF_E_UNSUPPORTED, "tensor '%s': unknown dtype %d", name, (int)dt);
+    if (ndim < 0 || ndim > INF_MAX_DIMS)
+        return inf_fail(err, INF_E_UNSUPPORTED, "tensor '%s': %d dimensions (at most %d supported)",
+                        name, ndim, INF_MAX_DIMS);
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0)
+            return inf_fail(err, INF_E_FORMAT, "tensor '%s': negative dimension %lld", name,
+                            (long long)shape[i]);
+        if (!inf_mul_size(n, (size_t)shape[i], &n))
+            return inf_fail(err, INF_E_RANGE, "tensor '%s': element count overflows", name);
+    }
+    int64_t cols = ndim > 0 ? shape[ndim - 1] : 1;
+    int blk = inf_dtype_block(dt);
+    if (cols % blk != 0)
+        return inf_fail(err, INF_E_SHAPE,
+                        "tensor '%s': last dimension %lld is not a multiple of the %s block size %d",
+                        name, (long long)cols, inf_dtype_name(dt), blk);
+    if (!inf_mul_size(n / (size_t)blk, inf_dtype_block_bytes(dt), out))
+        return inf_fail(err, INF_E_RANGE, "tensor '%s': byte size overflows", name);
+    return INF_OK;
+}
+
+inf_status inf_tensor_expect(const inf_tensor *t, const char *name, int ndim,
+                             const int64_t *expected, inf_error *err) {
+    bool ok = t->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == expected[i];
+    if (ok) return INF_OK;
+    char got[96] = "", want[96] = "";
+    size_t g = 0, w = 0;
+    for (int i = 0; i < t->ndim && g < sizeof got; i++)
+        g += (size_t)snprintf(got + g, sizeof got - g, i ? ", %lld" : "%lld", (long long)t->shape[i]);
+    for (int i = 0; i < ndim && w < sizeof want; i++)
+        w += (size_t)snprintf(want + w, sizeof want - w, i ? ", %lld" : "%lld", (long long)expected[i]);
+    return inf_fail(err, INF_E_SHAPE, "tensor '%s' has shape [%s], the model config implies [%s]",
+                    name, got, want);
+}
+
+/* ---- f16 lookup (decode hot path for f16 weights) ------------------------- */
+
+static float f16_table[65536];
+static pthread_once_t f16_table_once = PTHREAD_ONCE_INIT;
+
+static void f16_table_init(void) {
+    for (uint32_t i = 0; i < 65536; i++) f16_table[i] = inf_f16_to_f32((uint16_t)i);
+}
+
+static inline const float *f16_lut(void) {
+    pthread_once(&f16_table_once, f16_table_init);
+    return f16_table;
+}
+
+static inline float rd_f16(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return f16_lut()[h];
+}
+
+/* ---- row dequantization ---------------------------------------------------- */
+
+void inf_tensor_row_f32(const inf_tensor *t, int64_t row, float *out) {
+    int64_t cols = inf_tensor_cols(t);
+    size_t row_bytes = (size_t)(cols / inf_dtype_block(t->dtype)) * inf_dtype_block_bytes(t->dtype);
+    const uint8_t *p = (const uint8_t *)t->data + (size_t)row * row_bytes;
+    switch (t->dtype) {
+    case INF_DT_F32: memcpy(out, p, (size_t)cols * 4); break;
+    case INF_DT_F16: {
+        const float *lut = f16_lut();
+        for (int64_t j = 0; j < cols; j++) {
+            uint16_t h;
+            memcpy(&h, p + 2 * j, 2);
+            out[j] = lut[h];
+        }
+        break;
+    }
+    case INF_DT_BF16:
+        for (int64_t j = 0; j < cols; j++) {
+            uint16_t h;
+            memcpy(&h, p + 2 * j, 2);
+            out[j] = inf_bf16_to_f32(h);
+        }
+        break;
+    case INF_DT_Q8_0:
+        for (int64_t b = 0; b < cols / 32; b++, p += 34) {
+            float d = rd_f16(p);
+            const int8_t *q = (const int8_t *)(p + 2);
+            for (int j = 0; j < 32; j++) out[b * 32 + j] = d * (float)q[j];
+        }
+        break;
+    case INF_DT_Q4_0:
+        for (int64_t b = 0; b < cols / 32; b++, p += 18) {
+            float d = rd_f16(p);
+            const uint8_t *qs = p + 2;
+            for (int j = 0; j < 16; j++) {
+                out[b * 32 + j] = d * (float)((int)(qs[j] & 15) - 8);
+                out[b * 32 + j + 16] = d * (float)((int)(qs[j] >> 4) - 8);
+            }
+        }
+        break;
+    case INF_DT_Q4_1:
+        for (int64_t b = 0; b < cols / 32; b++, p += 20) {
+            float d = rd_f16(p), m = rd_f16(p + 2);
+            const uint8_t *qs = p + 4;
+            for (int j = 0; j < 16; j++) {
+                out[b * 32 + j] = d * (float)(qs[j] & 15) + m;
+                out[b * 32 + j + 16] = d * (float)(qs[j] >> 4) + m;
+            }
+        }
+        break;
+    case INF_DT_Q4G: {
+        int g = t->group;
+        int64_t ng = cols / g;
+        const uint16_t *sc = t->scales + row * ng;
+        const uint8_t *zr = t->zeros + row * ng;
+        const float *lut = f16_lut();
+        for (int64_t k = 0; k < ng; k++) {
+            float s = lut[sc[k]], z = (float)zr[k];
+            for (int j = 0; j < g; j += 2) {
+                uint8_t byte = p[(k * g + j) / 2];
+                out[k * g + j] = ((float)(byte & 15) - z) * s;
+                out[k * g + j + 1] = ((float)(byte >> 4) - z) * s;
+            }
+        }
+        break;
+    }
+    default: memset(out, 0, (size_t)cols * sizeof *out); break;
+    }
+}
+
+/* ---- row dot products -------------------------------------------------------- */
+
+static inline v8f v8_load(const float *x) {
+    v8f v;
+    memcpy(&v, x, sizeof v);
+    return v;
+}
+
+static inline float v8_sum(v8f v) {
+    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+INF_CLONES static float dot_f32(const float *w, const float *x, int64_t n) {
+    v8f acc0 = {0}, acc1 = {0};
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        acc0 += v8_load(w + j) * v8_load(x + j);
+        acc1 += v8_load(w + j + 8) * v8_load(x + j + 8);
+    }
+    float s = v8_sum(acc0 + acc1);
+    for (; j < n; j++) s += w[j] * x[j];
+    return s;
+}
+
+INF_CLONES static float dot_f16(const uint8_t *p, const float *x, int64_t n) {
+    const float *lut = f16_lut();
+    v8f acc = {0};
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        uint16_t h[8];
+        memcpy(h, p + 2 * j, 16);
+        v8f w = {lut[h[0]], lut[h[1]], lut[h[2]], lut[h[3]],
+                 lut[h[4]], lut[h[5]], lut[h[6]], lut[h[7]]};
+        acc += w * v8_load(x + j);
+    }
+    float s = v8_sum(acc);
+    for (; j < n; j++) {
+        uint16_t h;
+        memcpy(&h, p + 2 * j, 2);
+        s += lut[h] * x[j];
+    }
+    return s;
+}
+
+INF_CLONES static float dot_bf16(const uint8_t *p, const float *x, int64_t n) {
+    v8f acc = {0};
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        uint16_t h[8];
+        memcpy(h, p + 2 * j, 16);
+        float w[8];
+        for (int k = 0; k < 8; k++) w[k] = inf_bf16_to_f32(h[k]);
+        acc += v8_load(w) * v8_load(x + j);
+    }
+    float s = v8_sum(acc);
+    for (; j < n; j++) {
+        uint16_t h;
+        memcpy(&h, p + 2 * j, 2);
+        s += inf_bf16_to_f32(h) * x[j];
+    }
+    return s;
+}
+
+INF_CLONES static float dot_q8_0(const uint8_t *p, const float *x, int64_t nb) {
+    float s = 0.0f;
+    for (int64_t b = 0; b < nb; b++, p += 34, x += 32) {
+        const int8_t *q = (const int8_t *)(p + 2);
+        v8f acc = {0};
+        for (int k = 0; k < 32; k += 8) {
+            v8f w = {q[k], q[k + 1], q[k + 2], q[k + 3], q[k + 4], q[k + 5], q[k + 6], q[k + 7]};
+            acc += w * v8_load(x + k);
+        }
+        s += rd_f16(p) * v8_sum(acc);
+    }
+    return s;
+}
+
+INF_CLONES static float dot_q4_0(const uint8_t *p, const float *x, int64_t nb) {
+    float s = 0.0f;
+    for (int64_t b = 0; b < nb; b++, p += 18, x += 32) {
+        const uint8_t *qs = p + 2;
+        v8f acc = {0};
+        for (int k = 0; k < 16; k += 8) {
+            v8f lo = {qs[k] & 15, qs[k + 1] & 15, qs[k + 2] & 15, qs[k + 3] & 15,
+                      qs[k + 4] & 15, qs[k + 5] & 15, qs[k + 6] & 15, qs[k + 7] & 15};
+            v8f hi = {qs[k] >> 4, qs[k + 1] >> 4, qs[k + 2] >> 4, qs[k + 3] >> 4,
+                      qs[k + 4] >> 4, qs[k + 5] >> 4, qs[k + 6] >> 4, qs[k + 7] >> 4};
+            acc += (lo - 8.0f) * v8_load(x + k) + (hi - 8.0f) * v8_load(x + k + 16);
+        }
+        s += rd_f16(p) * v8_sum(acc);
+    }
+    return s;
+}
+
+INF_CLONES static float dot_q4_1(const uint8_t *p, const float *x, int64_t nb) {
+    float s = 0.0f;
+    for (int64_t b = 0; b < nb; b++, p += 20, x += 32) {
+        const uint8_t *qs = p + 4;
+        v8f acc = {0}, xs = {0};
+        for (int k = 0; k < 16; k += 8) {
+            v8f lo = {qs[k] & 15, qs[k + 1] & 15, qs[k + 2] & 15, qs[k + 3] & 15,
+                      qs[k + 4] & 15, qs[k + 5] & 15, qs[k + 6] & 15, qs[k + 7] & 15};
+            v8f hi = {qs[k] >> 4, qs[k + 1] >> 4, qs[k + 2] >> 4, qs[k + 3] >> 4,
+                      qs[k + 4] >> 4, qs[k + 5] >> 4, qs[k + 6] >> 4, qs[k + 7] >> 4};
+            v8f xl = v8_load(x + k), xh = v8_load(x + k + 16);
+            acc += lo * xl + hi * xh;
+            xs += xl + xh;
+        }
+        s += rd_f16(p) * v8_sum(acc) + rd_f16(p + 2) * v8_sum(xs);
+    }
+    return s;
+}
+
+INF_CLONES static float dot_q4g(const inf_tensor *t, int64_t row, const float *x) {
+    int64_t cols = inf_tensor_cols(t);
+    int g = t->group;
+    int64_t ng = cols / g;
+    const uint8_t *p = (const uint8_t *)t->data + (size_t)row * (size_t)(cols / 2);
+    const uint16_t *sc = t->scales + row * ng;
+    const uint8_t *zr = t->zeros + row * ng;
+    const float *lut = f16_lut();
+    float s = 0.0f;
+    for (int64_t k = 0; k < ng; k++) {
+        v8f acc = {0}, xs = {0};
+        const uint8_t *q = p + k * g / 2;
+        const float *xg = x + k * g;
+        for (int j = 0; j < g; j += 8) {
+            const uint8_t *b = q + j / 2;
+            v8f w = {b[0] & 15, b[0] >> 4, b[1] & 15, b[1] >> 4,
+                     b[2] & 15, b[2] >> 4, b[3] & 15, b[3] >> 4};
+            v8f xv = v8_load(xg + j);
+            acc += w * xv;
+            xs += xv;
+        }
+        float sk = lut[sc[k]];
+        s += sk * (v8_sum(acc) - (float)zr[k] * v8_sum(xs));
+    }
+    return s;
+}
+
+float inf_tensor_row_dot(const inf_tensor *t, int64_t row, const float *x) {
+    int64_t cols = inf_tensor_cols(t);
+    size_t row_bytes = (size_t)(cols / inf_dtype_block(t->dtype)) * inf_dtype_block_bytes(t->dtype);
+    const uint8_t *p = (const uint8_t *)t->data + (size_t)row * row_bytes;
+    switch (t->dtype) {
+    case INF_DT_F32: return dot_f32((const float *)(const void *)p, x, cols);
+    case INF_DT_F16: return dot_f16(p, x, cols);
+    case INF_DT_BF16: return dot_bf16(p, x, cols);
+    case INF_DT_Q8_0: return dot_q8_0(p, x, cols / 32);
+    case INF_DT_Q4_0: return dot_q4_0(p, x, cols / 32);
+    case INF_DT_Q4_1: return dot_q4_1(p, x, cols / 32);
+    case INF_DT_Q4G: return dot_q4g(t, row, x);
+    default: return NAN;
+    }
+}

@@ -1,0 +1,52 @@
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+const char *tu_asset(char *buf, size_t cap, const char *rel) {
+    const char *root = getenv("INF_ASSETS");
+    snprintf(buf, cap, "%s/%s", root && *root ? root : "../shared/assets", rel);
+    return buf;
+}
+
+const char *tu_source(char *buf, size_t cap, const char *rel) {
+    const char *root = getenv("INF_SOURCE_ROOT");
+    snprintf(buf, cap, "%s/%s", root && *root ? root : ".", rel);
+    return buf;
+}
+
+const char *tu_smollm2(void) {
+    const char *p = getenv("INF_SMOLLM2");
+    if (!p || !*p) return NULL;
+    return access(p, R_OK) == 0 ? p : NULL;
+}
+
+const char *tu_tmpdir(char *buf, size_t cap) {
+    const char *t = getenv("TMPDIR");
+    snprintf(buf, cap, "%s/inf-test-XXXXXX", t && *t ? t : "/tmp");
+    return mkdtemp(buf);
+}
+
+int tu_write_file(const char *path, const void *data, size_t len) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    size_t w = fwrite(data, 1, len, f);
+    int rc = fclose(f);
+    return (w == len && rc == 0) ? 0 : -1;
+}
+
+char *tu_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    if (fseek(f, 0, SEEK_END) != 0) { fclose(f); return NULL; }
+    long n = ftell(f);
+    if (n < 0) { fclose(f); return NULL; }
+    rewind(f);
+    char *b = malloc((size_t)n + 1);
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
+    fclose(f);
+    if (b) { b[n] = '\0'; if (len) *len = (size_t)n; }
+    return b;
+}

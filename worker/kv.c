@@ -1,0 +1,2 @@
+/* placeholder, being written */
+typedef int inf_placeholder_kv_t;
