@@ -1,2 +1,79 @@
-/* placeholder, being written */
-typedef int inf_placeholder_generate_t;
+#define _POSIX_C_SOURCE 200809L
+#include "generate.h"
+
+#include <stdlib.h>
+#include <time.h>
+
+#include "backend.h"
+#include "embed.h"
+
+double inf_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+inf_status inf_local_layers_fn(void *ctx, float *x, int n, int pos, inf_error *err) {
+    inf_local_layers *l = ctx;
+    return cpu_forward(l->model, (inf_kv *)l->kv, x, n, pos, err);
+}
+
+inf_status inf_generate(const inf_gen *g, int *pos, const int32_t *prompt, int n_prompt,
+                        int max_new, inf_sampler *s, inf_token_cb on_token, inf_stop_cb is_stop,
+                        void *user, inf_gen_stats *stats, inf_error *err) {
+    const inf_model *m = g->model;
+    const int dim = m->cfg.dim, V = m->cfg.vocab_size;
+    const int chunk = g->prefill_chunk > 0 ? g->prefill_chunk : 256;
+    *stats = (inf_gen_stats){.pending = -1};
+    if (n_prompt <= 0) return inf_fail(err, INF_E_ARG, "generate: the prompt is empty (no tokens)");
+    if (max_new < 0) return inf_fail(err, INF_E_ARG, "generate: --max-tokens %d must be >= 0", max_new);
+
+    inf_status st = INF_OK;
+    int cn = n_prompt < chunk ? n_prompt : chunk;
+    float *x = malloc(sizeof(float) * (size_t)cn * (size_t)dim);
+    float *logits = malloc(sizeof(float) * (size_t)V);
+    if (!x || !logits) {
+        st = inf_fail(err, INF_E_NOMEM, "generate: out of memory");
+        goto done;
+    }
+    for (int i = 0; i < n_prompt; i++) inf_sampler_accept(s, prompt[i]);
+
+    double t0 = inf_now();
+    for (int off = 0; off < n_prompt; off += cn) {
+        int k = n_prompt - off < cn ? n_prompt - off : cn;
+        if ((st = inf_embed(m, prompt + off, k, x, err))) goto done;
+        if ((st = g->layers(g->layers_ctx, x, k, *pos, err))) goto done;
+        *pos += k;
+        if (off + k == n_prompt && (st = inf_logits(m, x + (size_t)(k - 1) * dim, logits, err))) goto done;
+    }
+    stats->n_prompt = n_prompt;
+    double t1 = inf_now();
+    for (int step = 0; step < max_new; step++) {
+        if (step > 0) {
+            int32_t last = stats->pending;
+            if ((st = inf_embed(m, &last, 1, x, err))) goto done;
+            if ((st = g->layers(g->layers_ctx, x, 1, *pos, err))) goto done;
+            *pos += 1;
+            stats->pending = -1;
+            if ((st = inf_logits(m, x, logits, err))) goto done;
+        }
+        int32_t id = inf_sample(s, logits);
+        inf_sampler_accept(s, id);
+        stats->pending = id;
+        stats->n_gen++;
+        if (step == 0) t1 = inf_now();
+        bool stop = is_stop && is_stop(id, user);
+        if (on_token && !on_token(id, user)) break;
+        if (stop) {
+            stats->stopped = true;
+            break;
+        }
+    }
+    double t2 = inf_now();
+    stats->prefill_s = t1 - t0;
+    stats->decode_s = t2 - t1;
+done:
+    free(x);
+    free(logits);
+    return st;
+}

@@ -1,0 +1,60 @@
+/* generate.h — the generation loop: embed, run the layers, lm_head, sample.
+ *
+ * The layers are a callback so the same loop drives the local CPU backend
+ * (`infemeral run --model`), the split path over bundles, and later the
+ * network worker: the loop only sees hidden states go out and come back.
+ * Positions are absolute and owned by the caller (pos in, pos out), which is
+ * what makes multi-turn chat send only the new tokens.
+ */
+#ifndef INF_GENERATE_H
+#define INF_GENERATE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "sample.h"
+#include "status.h"
+
+/* Runs the transformer layers on x [n, dim] (in/out) at positions pos.. */
+typedef inf_status (*inf_layers_fn)(void *ctx, float *x, int n, int pos, inf_error *err);
+
+/* Called with each generated token; return false to stop. */
+typedef bool (*inf_token_cb)(int32_t id, void *user);
+/* True when id ends generation (end of turn / end of text). */
+typedef bool (*inf_stop_cb)(int32_t id, void *user);
+
+typedef struct {
+    const inf_model *model; /* embeddings, final norm, lm_head, config */
+    inf_layers_fn layers;
+    void *layers_ctx;
+    int prefill_chunk; /* tokens per layers call while prefilling (default 256) */
+} inf_gen;
+
+typedef struct {
+    int n_prompt;      /* tokens prefilled */
+    int n_gen;         /* tokens generated (including a stop token) */
+    double prefill_s;  /* wall time of the prefill, including the first token's sampling */
+    double decode_s;   /* wall time of the decode steps after the first token */
+    int32_t pending;   /* last generated token, not yet run through the layers; -1 if none */
+    bool stopped;      /* ended on a stop token (not max_new or the callback) */
+} inf_gen_stats;
+
+/* Prefills prompt[0..n_prompt) at *pos, then generates up to max_new tokens.
+ * On return *pos is the number of positions the layers have cached; the last
+ * token (stats->pending) still needs to go in front of the next prompt. */
+inf_status inf_generate(const inf_gen *g, int *pos, const int32_t *prompt, int n_prompt,
+                        int max_new, inf_sampler *s, inf_token_cb on_token, inf_stop_cb is_stop,
+                        void *user, inf_gen_stats *stats, inf_error *err);
+
+/* Monotonic seconds. */
+double inf_now(void);
+
+/* The local layers callback: the CPU backend over a loaded model. */
+typedef struct {
+    const inf_model *model;
+    void *kv; /* inf_kv* (worker/kv.h) */
+} inf_local_layers;
+inf_status inf_local_layers_fn(void *ctx, float *x, int n, int pos, inf_error *err);
+
+#endif
