@@ -4,7 +4,7 @@
 #include <string.h>
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-#define INF_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#define INF_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define INF_CLONES
 #endif

@@ -15,7 +15,7 @@
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && \
     !defined(INF_NO_CLONES)
-#define INF_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#define INF_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define INF_CLONES
 #endif
@@ -351,54 +351,77 @@ INF_CLONES static float dot_bf16(const uint8_t *p, const float *x, int64_t n) {
     return s;
 }
 
+typedef uint8_t v16u8 __attribute__((vector_size(16)));
+typedef uint8_t v8u8 __attribute__((vector_size(8)));
+typedef int8_t v8i8 __attribute__((vector_size(8)));
+typedef int32_t v8i32 __attribute__((vector_size(32)));
+
+/* Byte vectors widen through int32: GCC turns that into vpmovzxbd/vpmovsxbd +
+ * vcvtdq2ps, whereas a direct u8->float conversion is scalarized. */
+#define U8_TO_F(v) __builtin_convertvector(__builtin_convertvector((v), v8i32), v8f)
+
+/* 16 packed bytes -> the 8-float vectors of their low and high nibbles
+ * (elements 0-7, 8-15, 16-23, 24-31 of a GGML 4-bit block) */
+static inline void nibbles(const uint8_t *qs, v8f *lo0, v8f *lo1, v8f *hi0, v8f *hi1) {
+    v8u8 a, b;
+    memcpy(&a, qs, 8);
+    memcpy(&b, qs + 8, 8);
+    *lo0 = U8_TO_F(a & 15);
+    *lo1 = U8_TO_F(b & 15);
+    *hi0 = U8_TO_F(a >> 4);
+    *hi1 = U8_TO_F(b >> 4);
+}
+
+/* The block kernels keep vector accumulators across blocks, scaled per
+ * block by broadcasting d (and m), and reduce horizontally once per row. */
+
 INF_CLONES static float dot_q8_0(const uint8_t *p, const float *x, int64_t nb) {
-    float s = 0.0f;
+    const float *lut = f16_lut();
+    v8f acc = {0};
     for (int64_t b = 0; b < nb; b++, p += 34, x += 32) {
-        const int8_t *q = (const int8_t *)(p + 2);
-        v8f acc = {0};
-        for (int k = 0; k < 32; k += 8) {
-            v8f w = {q[k], q[k + 1], q[k + 2], q[k + 3], q[k + 4], q[k + 5], q[k + 6], q[k + 7]};
-            acc += w * v8_load(x + k);
-        }
-        s += rd_f16(p) * v8_sum(acc);
+        uint16_t h;
+        memcpy(&h, p, 2);
+        v8i8 q0, q1, q2, q3;
+        memcpy(&q0, p + 2, 8);
+        memcpy(&q1, p + 10, 8);
+        memcpy(&q2, p + 18, 8);
+        memcpy(&q3, p + 26, 8);
+        v8f blk = U8_TO_F(q0) * v8_load(x) + U8_TO_F(q1) * v8_load(x + 8) +
+                  U8_TO_F(q2) * v8_load(x + 16) + U8_TO_F(q3) * v8_load(x + 24);
+        acc += lut[h] * blk;
     }
-    return s;
+    return v8_sum(acc);
 }
 
 INF_CLONES static float dot_q4_0(const uint8_t *p, const float *x, int64_t nb) {
-    float s = 0.0f;
+    const float *lut = f16_lut();
+    v8f acc = {0};
     for (int64_t b = 0; b < nb; b++, p += 18, x += 32) {
-        const uint8_t *qs = p + 2;
-        v8f acc = {0};
-        for (int k = 0; k < 16; k += 8) {
-            v8f lo = {qs[k] & 15, qs[k + 1] & 15, qs[k + 2] & 15, qs[k + 3] & 15,
-                      qs[k + 4] & 15, qs[k + 5] & 15, qs[k + 6] & 15, qs[k + 7] & 15};
-            v8f hi = {qs[k] >> 4, qs[k + 1] >> 4, qs[k + 2] >> 4, qs[k + 3] >> 4,
-                      qs[k + 4] >> 4, qs[k + 5] >> 4, qs[k + 6] >> 4, qs[k + 7] >> 4};
-            acc += (lo - 8.0f) * v8_load(x + k) + (hi - 8.0f) * v8_load(x + k + 16);
-        }
-        s += rd_f16(p) * v8_sum(acc);
+        uint16_t h;
+        memcpy(&h, p, 2);
+        v8f lo0, lo1, hi0, hi1;
+        nibbles(p + 2, &lo0, &lo1, &hi0, &hi1);
+        v8f blk = (lo0 - 8.0f) * v8_load(x) + (lo1 - 8.0f) * v8_load(x + 8) +
+                  (hi0 - 8.0f) * v8_load(x + 16) + (hi1 - 8.0f) * v8_load(x + 24);
+        acc += lut[h] * blk;
     }
-    return s;
+    return v8_sum(acc);
 }
 
 INF_CLONES static float dot_q4_1(const uint8_t *p, const float *x, int64_t nb) {
-    float s = 0.0f;
+    const float *lut = f16_lut();
+    v8f acc = {0}, accm = {0};
     for (int64_t b = 0; b < nb; b++, p += 20, x += 32) {
-        const uint8_t *qs = p + 4;
-        v8f acc = {0}, xs = {0};
-        for (int k = 0; k < 16; k += 8) {
-            v8f lo = {qs[k] & 15, qs[k + 1] & 15, qs[k + 2] & 15, qs[k + 3] & 15,
-                      qs[k + 4] & 15, qs[k + 5] & 15, qs[k + 6] & 15, qs[k + 7] & 15};
-            v8f hi = {qs[k] >> 4, qs[k + 1] >> 4, qs[k + 2] >> 4, qs[k + 3] >> 4,
-                      qs[k + 4] >> 4, qs[k + 5] >> 4, qs[k + 6] >> 4, qs[k + 7] >> 4};
-            v8f xl = v8_load(x + k), xh = v8_load(x + k + 16);
-            acc += lo * xl + hi * xh;
-            xs += xl + xh;
-        }
-        s += rd_f16(p) * v8_sum(acc) + rd_f16(p + 2) * v8_sum(xs);
+        uint16_t hd, hm;
+        memcpy(&hd, p, 2);
+        memcpy(&hm, p + 2, 2);
+        v8f lo0, lo1, hi0, hi1;
+        nibbles(p + 4, &lo0, &lo1, &hi0, &hi1);
+        v8f x0 = v8_load(x), x1 = v8_load(x + 8), x2 = v8_load(x + 16), x3 = v8_load(x + 24);
+        acc += lut[hd] * (lo0 * x0 + lo1 * x1 + hi0 * x2 + hi1 * x3);
+        accm += lut[hm] * ((x0 + x1) + (x2 + x3));
     }
-    return s;
+    return v8_sum(acc) + v8_sum(accm);
 }
 
 INF_CLONES static float dot_q4g(const inf_tensor *t, int64_t row, const float *x) {
