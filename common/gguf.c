@@ -3,6 +3,7 @@
  * format error that names the file and what was being read. */
 #include "gguf.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -134,20 +135,23 @@ static const ggml_type_info GGML_TYPES[] = {
 
 static inf_status parse_value(cursor *c, gguf_kv *kv) {
     inf_status st;
+    char what[160]; /* names the key in truncation messages */
+    snprintf(what, sizeof what, "the value of key '%.*s'", (int)(kv->key.len > 100 ? 100 : kv->key.len),
+             kv->key.ptr);
     if (kv->type == GGUF_TYPE_STRING) {
         kv->strs = malloc(sizeof *kv->strs);
         if (!kv->strs) return inf_fail(c->err, INF_E_NOMEM, "%s: out of memory", c->path);
         kv->arr_n = 1;
-        return rd_str(c, &kv->strs[0], "a string value");
+        return rd_str(c, &kv->strs[0], what);
     }
     if (kv->type == GGUF_TYPE_ARRAY) {
         uint32_t et;
-        if ((st = rd_u32(c, &et, "an array type"))) return st;
+        if ((st = rd_u32(c, &et, what))) return st;
         if (et >= GGUF_TYPE__COUNT || et == GGUF_TYPE_ARRAY)
             return inf_fail(c->err, INF_E_FORMAT, "%s: key '%.*s': unsupported array element type %u",
                             c->path, (int)kv->key.len, kv->key.ptr, et);
         kv->arr_type = (gguf_type)et;
-        if ((st = rd_u64(c, &kv->arr_n, "an array length"))) return st;
+        if ((st = rd_u64(c, &kv->arr_n, what))) return st;
         kv->val = c->p;
         if (et == GGUF_TYPE_STRING) {
             /* each string needs at least its 8-byte length: bound n by the file */
@@ -158,7 +162,7 @@ static inf_status parse_value(cursor *c, gguf_kv *kv) {
             kv->strs = malloc(sizeof *kv->strs * (size_t)(kv->arr_n ? kv->arr_n : 1));
             if (!kv->strs) return inf_fail(c->err, INF_E_NOMEM, "%s: out of memory", c->path);
             for (uint64_t i = 0; i < kv->arr_n; i++)
-                if ((st = rd_str(c, &kv->strs[i], "an array string"))) return st;
+                if ((st = rd_str(c, &kv->strs[i], what))) return st;
             return INF_OK;
         }
         size_t es = scalar_size(kv->arr_type);
@@ -166,7 +170,7 @@ static inf_status parse_value(cursor *c, gguf_kv *kv) {
         if (kv->arr_n > SIZE_MAX || !inf_mul_size((size_t)kv->arr_n, es, &total))
             return inf_fail(c->err, INF_E_FORMAT, "%s: key '%.*s': array size overflows", c->path,
                             (int)kv->key.len, kv->key.ptr);
-        if ((st = cur_need(c, total, "array data"))) return st;
+        if ((st = cur_need(c, total, what))) return st;
         c->p += total;
         return INF_OK;
     }
@@ -174,7 +178,7 @@ static inf_status parse_value(cursor *c, gguf_kv *kv) {
     if (es == 0)
         return inf_fail(c->err, INF_E_FORMAT, "%s: key '%.*s': unknown value type %u", c->path,
                         (int)kv->key.len, kv->key.ptr, (unsigned)kv->type);
-    if ((st = cur_need(c, es, "a value"))) return st;
+    if ((st = cur_need(c, es, what))) return st;
     kv->val = c->p;
     c->p += es;
     return INF_OK;

@@ -677,7 +677,7 @@ Test(gguf, string_length_past_the_end) {
     size_t at = find_bytes(b, n, "general.name") + strlen("general.name") + 4;
     uint64_t len = n; /* longer than what is left */
     memcpy(b + at, &len, 8);
-    expect_open_fail(write_bytes(&t, b, n), "truncated", "string value");
+    expect_open_fail(write_bytes(&t, b, n), "truncated", "key 'general.name'");
     len = (uint64_t)1 << 62; /* absurd */
     memcpy(b + at, &len, 8);
     expect_open_fail(write_bytes(&t, b, n), "implausible length", "4611686018427387904");
