@@ -308,7 +308,11 @@ INF_CLONES static float dot_f32(const float *w, const float *x, int64_t n) {
         acc1 += v8_load(w + j + 8) * v8_load(x + j + 8);
     }
     float s = v8_sum(acc0 + acc1);
-    for (; j < n; j++) s += w[j] * x[j];
+    for (; j < n; j++) {
+        float wj;
+        memcpy(&wj, w + j, sizeof wj); /* files may place f32 data unaligned */
+        s += wj * x[j];
+    }
     return s;
 }
 
