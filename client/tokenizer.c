@@ -553,6 +553,7 @@ int tok_eos(const tok_tokenizer *t) { return t->cfg.eos; }
 int tok_eot(const tok_tokenizer *t) { return t->cfg.eot; }
 bool tok_add_bos(const tok_tokenizer *t) { return t->cfg.add_bos && t->cfg.bos >= 0; }
 size_t tok_max_piece(const tok_tokenizer *t) { return t->max_piece; }
+size_t tok_stream_cap(const tok_tokenizer *t) { return 3 * (t->max_piece + 3); }
 
 bool tok_is_eog(const tok_tokenizer *t, int32_t id) {
     for (int i = 0; i < t->n_eog; i++)

@@ -121,11 +121,15 @@ void tok_stream_init(tok_stream *s, const tok_tokenizer *t);
 /* Tells the stream which token came right before its first one (BOS -> strip
  * the next leading space; anything else -> keep it). */
 void tok_stream_after(tok_stream *s, int32_t prev_id);
-/* Returns the number of bytes written to out. The output of one push is at
- * most 3 * (tok_max_piece(t) + 3) bytes; 256 bytes always suffice for the
- * vocabularies we ship tests for (longest pieces < 80 bytes). If cap is still
- * too small the output is cut at a character boundary and the rest dropped. */
+/* Returns the number of bytes written to out. One push writes at most the
+ * piece plus the <= 3 bytes carried over, except that every byte of an
+ * invalid sequence becomes 3 bytes of U+FFFD: tok_stream_cap(t) =
+ * 3 * (tok_max_piece(t) + 3) bytes always suffice (393 for Llama 3, whose
+ * longest piece is 128 bytes; 252 for SmolLM2). 256 bytes suffice for every
+ * piece that is valid UTF-8 in these vocabularies. If cap is still too small
+ * the output is cut at a character boundary and the rest is dropped. */
 size_t tok_stream_push(tok_stream *s, int32_t id, char *out, size_t cap);
+size_t tok_stream_cap(const tok_tokenizer *t);
 /* Emits what is pending (as U+FFFD: at most 9 bytes, so cap >= 16 suffices)
  * and resets the UTF-8 state. */
 size_t tok_stream_flush(tok_stream *s, char *out, size_t cap);

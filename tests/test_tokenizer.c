@@ -10,8 +10,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "tokenizer.h"
+#include <cjson/cJSON.h>
+
 #include "testutil.h"
+#include "tokenizer.h"
 
 static tok_tokenizer *load_llama3(void) {
     char p[1024];
@@ -583,4 +585,79 @@ Test(tokenizer, smollm2_stream_never_splits_emoji) {
     check_stream_whole_chars(t, "emoji \xf0\x9f\x98\x80\xf0\x9f\x8e\x89\xf0\x9f\x91\x8d\xf0\x9f\x8f\xbd done");
     check_stream_whole_chars(t, "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe3\x81\xae");
     tok_free(t);
+}
+
+/* The other reference: tests/fixtures/smollm2_tokens.json, written by
+ * tests/fixtures/make_reference.py from llama.cpp. */
+Test(tokenizer, smollm2_matches_fixture_file) {
+    char p[1024];
+    size_t len;
+    char *js = tu_read_file(tu_source(p, sizeof p, "tests/fixtures/smollm2_tokens.json"), &len);
+    if (!js) {
+        cr_skip_test("%s is missing", p);
+        return;
+    }
+    tok_tokenizer *t = load_smollm2_or_skip();
+    cJSON *root = cJSON_ParseWithLength(js, len);
+    cr_assert(root, "%s is not JSON", p);
+    const cJSON *c;
+    int n_cases = 0;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(root, "cases")) {
+        const cJSON *text = cJSON_GetObjectItemCaseSensitive(c, "text");
+        const cJSON *ids = cJSON_GetObjectItemCaseSensitive(c, "ids");
+        cr_assert(cJSON_IsString(text) && cJSON_IsArray(ids));
+        int32_t want[512];
+        size_t nw = 0;
+        const cJSON *v;
+        cJSON_ArrayForEach(v, ids) {
+            cr_assert(nw < 512);
+            want[nw++] = (int32_t)v->valuedouble;
+        }
+        expect_ids(t, text->valuestring, strlen(text->valuestring), false, true, want, nw, "SmolLM2 fixture");
+        n_cases++;
+    }
+    cr_expect_geq(n_cases, 30, "only %d cases in %s", n_cases, p);
+    cJSON_Delete(root);
+    free(js);
+    tok_free(t);
+}
+
+/* Random bytes and random ids: nothing crashes, byte-complete vocabularies
+ * round-trip exactly, and streamed output is always valid UTF-8. */
+Test(tokenizer, random_bytes_and_ids_never_crash) {
+    tok_tokenizer *toks[2] = {load_llama3(), load_tok512()};
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    for (int round = 0; round < 400; round++) {
+        char text[256];
+        size_t len = (size_t)(round % 200);
+        for (size_t i = 0; i < len; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            /* mostly high bytes and a few specials' characters */
+            text[i] = (x & 3) ? (char)(x >> 8) : "<|> \n"[(x >> 8) % 5];
+        }
+        for (int k = 0; k < 2; k++) {
+            int32_t *ids = NULL;
+            size_t n = 0;
+            cr_assert_eq(tok_encode(toks[k], text, len, true, true, &ids, &n, NULL), INF_OK);
+            if (k == 0) expect_roundtrip(toks[k], text, len, false);
+            tok_stream st;
+            tok_stream_init(&st, toks[k]);
+            for (size_t i = 0; i < n + 3; i++) {
+                char buf[512];
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                int32_t id = i < n ? ids[i] : (int32_t)(x % 200000) - 1000;
+                size_t m = tok_stream_push(&st, id, buf, sizeof buf);
+                cr_assert_leq(m, sizeof buf);
+                for (size_t j = 0; j < m; j++) {
+                    unsigned char b = (unsigned char)buf[j];
+                    cr_assert(b != 0xC0 && b != 0xC1 && b < 0xF5, "invalid byte %02x streamed", b);
+                }
+            }
+            char buf[16];
+            cr_assert_leq(tok_stream_flush(&st, buf, sizeof buf), 9u);
+            free(ids);
+        }
+    }
+    tok_free(toks[0]);
+    tok_free(toks[1]);
 }
