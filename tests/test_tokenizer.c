@@ -12,6 +12,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "gguf_writer.h"
 #include "testutil.h"
 #include "tokenizer.h"
 
@@ -660,4 +661,127 @@ Test(tokenizer, random_bytes_and_ids_never_crash) {
     }
     tok_free(toks[0]);
     tok_free(toks[1]);
+}
+
+/* ---- a small SentencePiece GGUF (tokenizer.ggml.model "llama") ------------------------------- */
+
+/* ids: 0 <unk>, 1 <s>, 2 </s>, 3..258 <0xXX>, 259 "▁", 260 "h", 261 "i",
+ * 262 "▁h" (score -1), 263 "hi" (-2), 264 "▁hi" (-0.5). */
+static gw *spm_writer(void) {
+    static char bytes[256][8];
+    const char *toks[265];
+    int32_t types[265];
+    float scores[265];
+    toks[0] = "<unk>", toks[1] = "<s>", toks[2] = "</s>";
+    types[0] = 2, types[1] = 3, types[2] = 3;
+    for (int b = 0; b < 256; b++) {
+        snprintf(bytes[b], sizeof bytes[b], "<0x%02X>", b);
+        toks[3 + b] = bytes[b];
+        types[3 + b] = 6;
+    }
+    const char *rest[] = {"\xe2\x96\x81", "h", "i", "\xe2\x96\x81h", "hi", "\xe2\x96\x81hi"};
+    const float rs[] = {-10, -10, -10, -1, -2, -0.5f};
+    for (int k = 0; k < 6; k++) {
+        toks[259 + k] = rest[k];
+        types[259 + k] = 1;
+    }
+    for (int i = 0; i < 265; i++) scores[i] = i >= 259 ? rs[i - 259] : 0;
+    gw *w = gw_new();
+    cr_assert(w);
+    cr_assert_eq(gw_kv_str(w, "general.architecture", "llama"), 0);
+    cr_assert_eq(gw_kv_str(w, "tokenizer.ggml.model", "llama"), 0);
+    cr_assert_eq(gw_kv_arr_str(w, "tokenizer.ggml.tokens", toks, 265), 0);
+    cr_assert_eq(gw_kv_arr_f32(w, "tokenizer.ggml.scores", scores, 265), 0);
+    cr_assert_eq(gw_kv_arr_i32(w, "tokenizer.ggml.token_type", types, 265), 0);
+    cr_assert_eq(gw_kv_u32(w, "tokenizer.ggml.bos_token_id", 1), 0);
+    cr_assert_eq(gw_kv_u32(w, "tokenizer.ggml.eos_token_id", 2), 0);
+    cr_assert_eq(gw_kv_u32(w, "tokenizer.ggml.unknown_token_id", 0), 0);
+    return w;
+}
+
+static tok_tokenizer *load_gguf_writer(gw *w, const char *dir, inf_status *st, inf_error *err) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tok.gguf", dir);
+    cr_assert_eq(gw_write(w, path), 0);
+    gguf_file *g = NULL;
+    cr_assert_eq(gguf_open(path, &g, err), INF_OK, "%s", err->msg);
+    tok_tokenizer *t = NULL;
+    *st = tok_load_gguf(g, &t, err);
+    gguf_close(g);
+    remove(path);
+    return t;
+}
+
+/* Expected ids from llama.cpp (llama-cpp-python 0.3.16) on the same
+ * vocabulary written with the gguf Python package: tokenize(add_bos=True,
+ * special=True). */
+Test(tokenizer, gguf_sentencepiece_like_llama_cpp) {
+    char dir[512];
+    cr_assert(tu_tmpdir(dir, sizeof dir));
+    gw *w = spm_writer();
+    inf_error err = {{0}};
+    inf_status st;
+    tok_tokenizer *t = load_gguf_writer(w, dir, &st, &err);
+    gw_free(w);
+    cr_assert_eq(st, INF_OK, "%s", err.msg);
+    cr_expect(tok_add_bos(t));
+    cr_expect_eq(tok_find(t, "\xe2\x96\x81hi"), 264);
+    int32_t w1[] = {1, 264, 264};
+    expect_ids(t, "hi hi", 5, true, true, w1, 3, "SPM");
+    int32_t w2[] = {1, 262, 198, 172}; /* é has no token: <0xC3> <0xA9> */
+    expect_ids(t, "h\xc3\xa9", 3, true, true, w2, 4, "SPM byte fallback");
+    int32_t w3[] = {1, 264, 2, 259, 264}; /* a space prefix after a special token too */
+    expect_ids(t, "hi</s> hi", 9, true, true, w3, 5, "SPM after special");
+    int32_t w4[] = {1, 259, 259, 264};
+    expect_ids(t, "  hi", 4, true, true, w4, 4, "SPM leading spaces");
+    int32_t w5[] = {1};
+    expect_ids(t, "", 0, true, true, w5, 1, "SPM empty");
+    expect_roundtrip(t, "hi h\xc3\xa9 ih", 10, false);
+    char buf[8];
+    cr_expect_eq(tok_decode_token(t, 264, buf, sizeof buf), 3u);
+    cr_expect(memcmp(buf, " hi", 3) == 0, "'\xe2\x96\x81' decodes to a space");
+    cr_expect_eq(tok_decode_token(t, 3 + 0xC3, buf, sizeof buf), 1u);
+    cr_expect_eq((unsigned char)buf[0], 0xC3u);
+    tok_free(t);
+    remove(dir);
+}
+
+Test(tokenizer, gguf_bad_tokenizer_metadata_names_file_and_key) {
+    char dir[512];
+    cr_assert(tu_tmpdir(dir, sizeof dir));
+    inf_error err = {{0}};
+    inf_status st;
+    gw *w = spm_writer();
+    cr_assert_eq(gw_drop_kv(w, "tokenizer.ggml.model"), 0);
+    cr_assert_eq(gw_kv_str(w, "tokenizer.ggml.model", "bert"), 0);
+    tok_tokenizer *t = load_gguf_writer(w, dir, &st, &err);
+    cr_expect_eq(st, INF_E_UNSUPPORTED);
+    cr_expect_null(t);
+    cr_expect(strstr(err.msg, "tok.gguf") && strstr(err.msg, "bert"), "%s", err.msg);
+    gw_free(w);
+
+    w = spm_writer();
+    cr_assert_eq(gw_drop_kv(w, "tokenizer.ggml.tokens"), 0);
+    t = load_gguf_writer(w, dir, &st, &err);
+    cr_expect_neq(st, INF_OK);
+    cr_expect(strstr(err.msg, "tok.gguf") && strstr(err.msg, "tokenizer.ggml.tokens"), "%s", err.msg);
+    gw_free(w);
+
+    w = spm_writer();
+    float few[3] = {0, 0, 0};
+    cr_assert_eq(gw_drop_kv(w, "tokenizer.ggml.scores"), 0);
+    cr_assert_eq(gw_kv_arr_f32(w, "tokenizer.ggml.scores", few, 3), 0);
+    t = load_gguf_writer(w, dir, &st, &err);
+    cr_expect_eq(st, INF_E_FORMAT);
+    cr_expect(strstr(err.msg, "tokenizer.ggml.scores"), "%s", err.msg);
+    gw_free(w);
+
+    w = spm_writer();
+    cr_assert_eq(gw_drop_kv(w, "tokenizer.ggml.bos_token_id"), 0);
+    cr_assert_eq(gw_kv_u32(w, "tokenizer.ggml.bos_token_id", 70000), 0);
+    t = load_gguf_writer(w, dir, &st, &err);
+    cr_expect_eq(st, INF_E_RANGE);
+    cr_expect(strstr(err.msg, "BOS") && strstr(err.msg, "70000"), "%s", err.msg);
+    gw_free(w);
+    remove(dir);
 }
