@@ -1,1 +1,428 @@
-int main(void) { return 0; }
+/* main.c — the `infemeral` command line.
+ *
+ * Only argument parsing and wiring live here; every step of the work is a
+ * module call. Generated text goes to stdout, everything else (progress,
+ * timings, errors) to stderr, so `infemeral run ... > out.txt` captures
+ * exactly the model's text.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "chat.h"
+#include "generate.h"
+#include "gguf.h"
+#include "kv.h"
+#include "model.h"
+#include "sample.h"
+#include "tokenizer.h"
+
+#define INF_VERSION "0.1.0"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: infemeral <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  run    generate text locally on the CPU\n"
+            "\n"
+            "infemeral run --model PATH [--tokenizer PATH] [--prompt TEXT] [--chat]\n"
+            "              [--system TEXT] [--max-tokens N] [--temperature T] [--top-k K]\n"
+            "              [--top-p P] [--repeat-penalty R] [--seed S] [--ctx N]\n"
+            "              [--threads N] [--no-bos] [--quiet]\n"
+            "  --model PATH      a .gguf file, a llama2.c .bin, a .safetensors file or a\n"
+            "                    Hugging Face model directory (config.json + safetensors)\n"
+            "  --tokenizer PATH  tokenizer.json, Meta's tokenizer.model, a llama2.c\n"
+            "                    tokenizer .bin or a .gguf (default: the model's own)\n"
+            "  --prompt TEXT     the prompt; with --chat it is the user's message\n"
+            "  --chat            apply the model's chat template; without --prompt, an\n"
+            "                    interactive chat reading one message per line from stdin\n"
+            "  --temperature T   0 = greedy and deterministic (default 0.7)\n"
+            "  --max-tokens N    tokens to generate (default 256)\n"
+            "  --seed S          sampling seed (default 0): same seed, same text\n");
+}
+
+typedef struct {
+    const char *model, *tokenizer, *prompt, *system;
+    bool chat, no_bos, quiet;
+    int max_tokens, ctx, threads;
+    inf_sampler_params sp;
+} run_opts;
+
+static int parse_int(const char *opt, const char *v, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || *end || end == v || x < lo || x > hi) {
+        fprintf(stderr, "infemeral: %s '%s': expected an integer in [%ld, %ld]\n", opt, v, lo, hi);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+static int parse_float(const char *opt, const char *v, float *out) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || *end || end == v || !isfinite(x)) {
+        fprintf(stderr, "infemeral: %s '%s': expected a number\n", opt, v);
+        return -1;
+    }
+    *out = (float)x;
+    return 0;
+}
+
+static int parse_run(int argc, char **argv, run_opts *o) {
+    *o = (run_opts){.max_tokens = 256, .ctx = 0, .threads = 0, .sp = inf_sampler_defaults()};
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long x;
+#define NEEDV                                                                 \
+    if (!v) {                                                                 \
+        fprintf(stderr, "infemeral: option %s needs a value\n", a);           \
+        return -1;                                                            \
+    }                                                                         \
+    i++;
+        if (!strcmp(a, "--model")) { NEEDV o->model = v; }
+        else if (!strcmp(a, "--tokenizer")) { NEEDV o->tokenizer = v; }
+        else if (!strcmp(a, "--prompt")) { NEEDV o->prompt = v; }
+        else if (!strcmp(a, "--system")) { NEEDV o->system = v; }
+        else if (!strcmp(a, "--chat")) o->chat = true;
+        else if (!strcmp(a, "--no-bos")) o->no_bos = true;
+        else if (!strcmp(a, "--quiet")) o->quiet = true;
+        else if (!strcmp(a, "--max-tokens")) { NEEDV if (parse_int(a, v, 0, INF_MAX_CTX, &x)) return -1; o->max_tokens = (int)x; }
+        else if (!strcmp(a, "--ctx")) { NEEDV if (parse_int(a, v, 1, INF_MAX_CTX, &x)) return -1; o->ctx = (int)x; }
+        else if (!strcmp(a, "--threads")) { NEEDV if (parse_int(a, v, 1, 1024, &x)) return -1; o->threads = (int)x; }
+        else if (!strcmp(a, "--top-k")) { NEEDV if (parse_int(a, v, 0, INT_MAX, &x)) return -1; o->sp.top_k = (int)x; }
+        else if (!strcmp(a, "--repeat-last-n")) { NEEDV if (parse_int(a, v, 0, 1 << 20, &x)) return -1; o->sp.repeat_last_n = (int)x; }
+        else if (!strcmp(a, "--seed")) {
+            NEEDV
+            char *end;
+            errno = 0;
+            unsigned long long s = strtoull(v, &end, 10);
+            if (errno || *end || end == v || v[0] == '-') {
+                fprintf(stderr, "infemeral: --seed '%s': expected a non-negative integer\n", v);
+                return -1;
+            }
+            o->sp.seed = s;
+        }
+        else if (!strcmp(a, "--temperature")) { NEEDV if (parse_float(a, v, &o->sp.temperature)) return -1; }
+        else if (!strcmp(a, "--top-p")) { NEEDV if (parse_float(a, v, &o->sp.top_p)) return -1; }
+        else if (!strcmp(a, "--repeat-penalty")) { NEEDV if (parse_float(a, v, &o->sp.repeat_penalty)) return -1; }
+        else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); exit(0); }
+        else {
+            fprintf(stderr, "infemeral run: unknown option '%s' (see infemeral --help)\n", a);
+            return -1;
+        }
+#undef NEEDV
+    }
+    if (!o->model) {
+        fprintf(stderr, "infemeral run: --model PATH is required\n");
+        return -1;
+    }
+    if (!o->prompt && !o->chat) {
+        fprintf(stderr, "infemeral run: give --prompt TEXT, or --chat for an interactive chat\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- tokenizer discovery ---------------------------------------------------- */
+
+static bool has_suffix(const char *s, const char *suf) {
+    size_t n = strlen(s), k = strlen(suf);
+    return n >= k && strcmp(s + n - k, suf) == 0;
+}
+
+static inf_status load_tokenizer_file(const char *path, int vocab, tok_tokenizer **out, char **tmpl,
+                                      inf_error *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return inf_fail(err, INF_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    char head[64] = {0};
+    size_t n = fread(head, 1, sizeof head - 1, f);
+    fclose(f);
+    if (n >= 4 && memcmp(head, "GGUF", 4) == 0) {
+        gguf_file *g;
+        inf_status st = gguf_open(path, &g, err);
+        if (st) return st;
+        st = tok_load_gguf(g, out, err);
+        gguf_str t;
+        if (st == INF_OK && tmpl && gguf_get_str(g, "tokenizer.chat_template", &t, NULL) == INF_OK)
+            *tmpl = strndup(t.ptr, t.len);
+        gguf_close(g);
+        return st;
+    }
+    if (has_suffix(path, ".json") || (n > 0 && head[0] == '{')) return tok_load_hf_json(path, out, err);
+    /* tiktoken: "<base64> <rank>" text lines */
+    bool text = n > 0;
+    for (size_t i = 0; i < n && text; i++)
+        text = (head[i] >= 0x20 && head[i] < 0x7f) || head[i] == '\n' || head[i] == '\r';
+    if (text) return tok_load_tiktoken(path, out, err);
+    return tok_load_llama2c(path, vocab, out, err);
+}
+
+static inf_status load_tokenizer(const run_opts *o, const inf_model *m, tok_tokenizer **out,
+                                 char **tmpl, inf_error *err) {
+    if (o->tokenizer) return load_tokenizer_file(o->tokenizer, m->cfg.vocab_size, out, tmpl, err);
+    switch (m->source) {
+    case INF_SRC_GGUF: return load_tokenizer_file(o->model, m->cfg.vocab_size, out, tmpl, err);
+    case INF_SRC_SAFETENSORS:
+    case INF_SRC_AWQ: {
+        char path[2048];
+        const char *slash = strrchr(o->model, '/');
+        if (has_suffix(o->model, ".safetensors"))
+            snprintf(path, sizeof path, "%.*s/tokenizer.json", slash ? (int)(slash - o->model) : 1,
+                     slash ? o->model : ".");
+        else
+            snprintf(path, sizeof path, "%s/tokenizer.json", o->model);
+        return tok_load_hf_json(path, out, err);
+    }
+    default:
+        return inf_fail(err, INF_E_NOTFOUND,
+                        "%s: this model file carries no tokenizer; pass --tokenizer PATH", o->model);
+    }
+}
+
+/* ---- streaming output ----------------------------------------------------------- */
+
+typedef struct {
+    const tok_tokenizer *tok;
+    tok_stream stream;
+    char *reply; /* assistant text of this turn (for chat history) */
+    size_t reply_len, reply_cap;
+    int32_t *gen; /* tokens generated this turn */
+    int n_gen, gen_cap;
+} out_ctx;
+
+static void out_write(out_ctx *c, const char *s, size_t n) {
+    if (n == 0) return;
+    fwrite(s, 1, n, stdout);
+    fflush(stdout);
+    if (c->reply_len + n + 1 > c->reply_cap) {
+        size_t cap = (c->reply_cap + n + 1) * 2;
+        char *r = realloc(c->reply, cap);
+        if (!r) return;
+        c->reply = r;
+        c->reply_cap = cap;
+    }
+    memcpy(c->reply + c->reply_len, s, n);
+    c->reply_len += n;
+    c->reply[c->reply_len] = '\0';
+}
+
+static bool on_token(int32_t id, void *user) {
+    out_ctx *c = user;
+    if (c->n_gen == c->gen_cap) {
+        int cap = c->gen_cap ? c->gen_cap * 2 : 256;
+        int32_t *g = realloc(c->gen, sizeof *g * (size_t)cap);
+        if (!g) return false;
+        c->gen = g;
+        c->gen_cap = cap;
+    }
+    c->gen[c->n_gen++] = id;
+    if (tok_is_eog(c->tok, id)) return true;
+    char buf[256];
+    size_t n = tok_stream_push(&c->stream, id, buf, sizeof buf);
+    out_write(c, buf, n);
+    return true;
+}
+
+static bool is_stop(int32_t id, void *user) {
+    out_ctx *c = user;
+    return tok_is_eog(c->tok, id);
+}
+
+static void report(const run_opts *o, const inf_gen_stats *st) {
+    if (o->quiet) return;
+    double pre = st->prefill_s > 0 ? st->n_prompt / st->prefill_s : 0;
+    double dec = st->n_gen > 1 && st->decode_s > 0 ? (st->n_gen - 1) / st->decode_s : 0;
+    fprintf(stderr, "[prompt: %d tokens, %.1f tok/s | generated: %d tokens, %.1f tok/s]\n",
+            st->n_prompt, pre, st->n_gen, dec);
+}
+
+/* ---- run ---------------------------------------------------------------------------- */
+
+typedef struct {
+    int32_t *ids; /* tokens whose K/V are cached, position = index */
+    int n, cap;
+} token_log;
+
+/* cached = a[0..na) followed by b[0..nb) */
+static int log_set(token_log *l, const int32_t *a, int na, const int32_t *b, int nb) {
+    if (na + nb > l->cap) {
+        int32_t *p = realloc(l->ids, sizeof *p * (size_t)(na + nb));
+        if (!p) return -1;
+        l->ids = p;
+        l->cap = na + nb;
+    }
+    memmove(l->ids, a, sizeof *a * (size_t)na);
+    if (nb > 0) memcpy(l->ids + na, b, sizeof *b * (size_t)nb);
+    l->n = na + nb;
+    return 0;
+}
+
+/* One generation over `ids` (the whole conversation so far): reuse the cached
+ * prefix, prefill the rest, stream the reply. */
+static inf_status run_turn(const run_opts *o, const inf_gen *g, inf_sampler *s, token_log *cached,
+                           const int32_t *ids, int n, out_ctx *out, inf_gen_stats *st,
+                           inf_error *err) {
+    int common = 0;
+    while (common < n && common < cached->n && cached->ids[common] == ids[common]) common++;
+    if (common == n) common = n - 1; /* at least one token must go in to get logits */
+    int pos = common;
+    tok_stream_init(&out->stream, out->tok);
+    tok_stream_after(&out->stream, ids[n - 1]); /* only a BOS before it strips a leading space */
+    out->reply_len = 0;
+    out->n_gen = 0;
+    inf_status rc = inf_generate(g, &pos, ids + common, n - common, o->max_tokens, s, on_token,
+                                 is_stop, out, st, err);
+    if (rc) return rc;
+    char buf[64];
+    out_write(out, buf, tok_stream_flush(&out->stream, buf, sizeof buf));
+    /* the cache now holds ids[0..n) and every generated token but the pending one */
+    int ran = out->n_gen - (st->pending >= 0 ? 1 : 0);
+    if (log_set(cached, ids, n, out->gen, ran > 0 ? ran : 0))
+        return inf_fail(err, INF_E_NOMEM, "out of memory");
+    return INF_OK;
+}
+
+static int cmd_run(int argc, char **argv) {
+    run_opts o;
+    if (parse_run(argc, argv, &o)) return 2;
+    if (o.threads > 0) omp_set_num_threads(o.threads);
+    inf_error err = {{0}};
+    inf_model *m = NULL;
+    tok_tokenizer *tok = NULL;
+    char *tmpl = NULL;
+    inf_kv kv = {0};
+    inf_sampler s = {0};
+    token_log cached = {0};
+    out_ctx out = {0};
+    int32_t *ids = NULL;
+    char *text = NULL;
+    chat_msg *msgs = NULL;
+    size_t n_msgs = 0;
+    int rc = 1;
+    inf_status st;
+
+    if ((st = inf_model_load(o.model, &m, &err))) goto fail;
+    if ((st = load_tokenizer(&o, m, &tok, &tmpl, &err))) goto fail;
+    if (tok_vocab_size(tok) > m->cfg.vocab_size) {
+        st = inf_fail(&err, INF_E_SHAPE, "tokenizer has %d tokens but the model's vocabulary is %d",
+                      tok_vocab_size(tok), m->cfg.vocab_size);
+        goto fail;
+    }
+    int ctx = o.ctx > 0 && o.ctx < m->cfg.max_seq ? o.ctx : m->cfg.max_seq;
+    if ((st = inf_kv_init(&kv, &m->cfg, ctx, &err))) goto fail;
+    if ((st = inf_sampler_init(&s, &o.sp, m->cfg.vocab_size, &err))) goto fail;
+    inf_local_layers local = {m, &kv};
+    inf_gen g = {m, inf_local_layers_fn, &local, 256};
+    out.tok = tok;
+    size_t n_ids;
+
+    if (!o.chat) {
+        bool bos = !o.no_bos && tok_add_bos(tok);
+        if ((st = tok_encode(tok, o.prompt, strlen(o.prompt), bos, true, &ids, &n_ids, &err))) goto fail;
+        if (n_ids == 0) {
+            st = inf_fail(&err, INF_E_ARG, "the prompt is empty and this tokenizer adds no BOS token; give some text");
+            goto fail;
+        }
+        inf_gen_stats gs;
+        if ((st = run_turn(&o, &g, &s, &cached, ids, (int)n_ids, &out, &gs, &err))) goto fail;
+        fputc('\n', stdout);
+        report(&o, &gs);
+        rc = 0;
+        goto done;
+    }
+
+    chat_format fmt = chat_detect(tok, tmpl);
+    if (fmt == CHAT_NONE) {
+        st = inf_fail(&err, INF_E_UNSUPPORTED, "%s: no chat template is known for this model; use --prompt without --chat",
+                      o.model);
+        goto fail;
+    }
+    size_t cap_msgs = 16;
+    msgs = calloc(cap_msgs, sizeof *msgs);
+    if (!msgs) { st = inf_fail(&err, INF_E_NOMEM, "out of memory"); goto fail; }
+    if (o.system) msgs[n_msgs++] = (chat_msg){"system", strdup(o.system)};
+    bool interactive = o.prompt == NULL;
+    char *line = NULL;
+    size_t line_cap = 0;
+    for (;;) {
+        const char *user_text = o.prompt;
+        if (interactive) {
+            if (isatty(STDIN_FILENO)) fputs("> ", stderr);
+            ssize_t got = getline(&line, &line_cap, stdin);
+            if (got < 0) break;
+            while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r')) line[--got] = '\0';
+            if (got == 0) continue;
+            user_text = line;
+        }
+        if (n_msgs + 2 > cap_msgs) {
+            cap_msgs *= 2;
+            chat_msg *nm = realloc(msgs, cap_msgs * sizeof *msgs);
+            if (!nm) { st = inf_fail(&err, INF_E_NOMEM, "out of memory"); free(line); goto fail; }
+            msgs = nm;
+        }
+        msgs[n_msgs++] = (chat_msg){"user", strdup(user_text)};
+        free(text);
+        text = NULL;
+        if ((st = chat_render(fmt, msgs, n_msgs, true, NULL, &text, &err))) { free(line); goto fail; }
+        free(ids);
+        ids = NULL;
+        if ((st = tok_encode(tok, text, strlen(text), false, true, &ids, &n_ids, &err))) { free(line); goto fail; }
+        inf_gen_stats gs;
+        if ((st = run_turn(&o, &g, &s, &cached, ids, (int)n_ids, &out, &gs, &err))) { free(line); goto fail; }
+        fputc('\n', stdout);
+        fflush(stdout);
+        report(&o, &gs);
+        msgs[n_msgs++] = (chat_msg){"assistant", strdup(out.reply ? out.reply : "")};
+        if (!interactive) break;
+    }
+    free(line);
+    rc = 0;
+    goto done;
+fail:
+    fprintf(stderr, "infemeral: %s\n", err.msg[0] ? err.msg : inf_strstatus(st));
+    rc = 1;
+done:
+    for (size_t i = 0; i < n_msgs; i++) free((void *)msgs[i].content);
+    free(msgs);
+    free(text);
+    free(ids);
+    free(cached.ids);
+    free(out.reply);
+    free(out.gen);
+    free(tmpl);
+    inf_sampler_free(&s);
+    inf_kv_free(&kv);
+    tok_free(tok);
+    inf_model_free(m);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "run")) return cmd_run(argc - 2, argv + 2);
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version")) {
+        printf("infemeral %s\n", INF_VERSION);
+        return 0;
+    }
+    fprintf(stderr, "infemeral: unknown command '%s' (see infemeral --help)\n", cmd);
+    return 2;
+}

@@ -7,7 +7,7 @@
 
 inf_sampler_params inf_sampler_defaults(void) {
     inf_sampler_params p = {.temperature = 0.7f, .top_k = 40, .top_p = 0.95f,
-                            .repeat_penalty = 1.1f, .repeat_last_n = 64, .seed = 0};
+                            .repeat_penalty = 1.0f, .repeat_last_n = 64, .seed = 0};
     return p;
 }
 

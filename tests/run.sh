@@ -32,6 +32,9 @@ for m in re.finditer(r"Synthesis: Tested: (\d+) \| Passing: (\d+) \| Failing: (\
     p += ok; f += bad + crash
 for m in re.finditer(r"\[SKIP\]", txt):
     s += 1
+# the shell end-to-end suites print their own "N passed, N failed, N skipped"
+for m in re.finditer(r"^(\d+) passed, (\d+) failed, (\d+) skipped$", txt, re.M):
+    p += int(m.group(1)); f += int(m.group(2)); s += int(m.group(3))
 print(f"{p} passed, {f} failed, {s} skipped")
 PY
 exit $status
