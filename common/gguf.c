@@ -117,11 +117,11 @@ typedef struct {
 static const ggml_type_info GGML_TYPES[] = {
     [0] = {"F32", 1, 4, INF_DT_F32},       [1] = {"F16", 1, 2, INF_DT_F16},
     [2] = {"Q4_0", 32, 18, INF_DT_Q4_0},   [3] = {"Q4_1", 32, 20, INF_DT_Q4_1},
-    [6] = {"Q5_0", 32, 22, -1},            [7] = {"Q5_1", 32, 24, -1},
+    [6] = {"Q5_0", 32, 22, INF_DT_Q5_0},   [7] = {"Q5_1", 32, 24, INF_DT_Q5_1},
     [8] = {"Q8_0", 32, 34, INF_DT_Q8_0},   [9] = {"Q8_1", 32, 36, -1},
     [10] = {"Q2_K", 256, 84, -1},          [11] = {"Q3_K", 256, 110, -1},
-    [12] = {"Q4_K", 256, 144, -1},         [13] = {"Q5_K", 256, 176, -1},
-    [14] = {"Q6_K", 256, 210, -1},         [15] = {"Q8_K", 256, 292, -1},
+    [12] = {"Q4_K", 256, 144, INF_DT_Q4_K}, [13] = {"Q5_K", 256, 176, INF_DT_Q5_K},
+    [14] = {"Q6_K", 256, 210, INF_DT_Q6_K}, [15] = {"Q8_K", 256, 292, -1},
     [16] = {"IQ2_XXS", 256, 66, -1},       [17] = {"IQ2_XS", 256, 74, -1},
     [18] = {"IQ3_XXS", 256, 98, -1},       [19] = {"IQ1_S", 256, 50, -1},
     [20] = {"IQ4_NL", 32, 18, -1},         [21] = {"IQ3_S", 256, 110, -1},
@@ -469,7 +469,7 @@ inf_status gguf_require_tensor(const gguf_file *f, const char *name, const inf_t
     if (!ti) return inf_fail(err, INF_E_NOTFOUND, "%s: tensor '%s' not found", f->map.path, name);
     if (!ti->supported)
         return inf_fail(err, INF_E_UNSUPPORTED,
-                        "%s: tensor '%s' has GGML type %s (%u), which is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)",
+                        "%s: tensor '%s' has GGML type %s (%u), which is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)",
                         f->map.path, name, GGML_TYPES[ti->ggml_type].name, ti->ggml_type);
     *out = &ti->t;
     return INF_OK;

@@ -99,7 +99,8 @@ uint16_t inf_f32_to_bf16(float f) {
 
 const char *inf_dtype_name(inf_dtype dt) {
     static const char *names[INF_DT__COUNT] = {
-        "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4G", "I32", "I8", "U8"};
+        "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4G", "I32", "I8", "U8",
+        "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"};
     return (unsigned)dt < INF_DT__COUNT ? names[dt] : "?";
 }
 
@@ -107,7 +108,12 @@ int inf_dtype_block(inf_dtype dt) {
     switch (dt) {
     case INF_DT_Q8_0:
     case INF_DT_Q4_0:
-    case INF_DT_Q4_1: return 32;
+    case INF_DT_Q4_1:
+    case INF_DT_Q5_0:
+    case INF_DT_Q5_1: return 32;
+    case INF_DT_Q4_K:
+    case INF_DT_Q5_K:
+    case INF_DT_Q6_K: return 256;
     case INF_DT_Q4G: return 2;
     default: return 1;
     }
@@ -121,6 +127,11 @@ size_t inf_dtype_block_bytes(inf_dtype dt) {
     case INF_DT_Q8_0: return 34;
     case INF_DT_Q4_0: return 18;
     case INF_DT_Q4_1: return 20;
+    case INF_DT_Q5_0: return 22;
+    case INF_DT_Q5_1: return 24;
+    case INF_DT_Q4_K: return 144;
+    case INF_DT_Q5_K: return 176;
+    case INF_DT_Q6_K: return 210;
     case INF_DT_Q4G: return 1;
     case INF_DT_I32: return 4;
     case INF_DT_I8:
@@ -137,6 +148,11 @@ bool inf_dtype_is_weight(inf_dtype dt) {
     case INF_DT_Q8_0:
     case INF_DT_Q4_0:
     case INF_DT_Q4_1:
+    case INF_DT_Q5_0:
+    case INF_DT_Q5_1:
+    case INF_DT_Q4_K:
+    case INF_DT_Q5_K:
+    case INF_DT_Q6_K:
     case INF_DT_Q4G: return true;
     default: return false;
     }
@@ -217,7 +233,89 @@ static inline float rd_f16(const uint8_t *p) {
     return f16_lut()[h];
 }
 
+/* The 8 six-bit scales and mins of a Q4_K/Q5_K super-block (layout in
+ * tensor.h). */
+static inline void k_scales(const uint8_t *s, uint8_t sc[8], uint8_t mn[8]) {
+    for (int j = 0; j < 4; j++) {
+        sc[j] = s[j] & 63;
+        mn[j] = s[j + 4] & 63;
+        sc[j + 4] = (uint8_t)((s[j + 8] & 15) | ((s[j] >> 6) << 4));
+        mn[j + 4] = (uint8_t)((s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4));
+    }
+}
+
 /* ---- row dequantization ---------------------------------------------------- */
+
+/* Each weight is computed with the same f32 operations in the same order as
+ * ggml's dequantize_row_* (e.g. Q4_K: (d*sc)*q - dmin*mn), so the results
+ * are bit-identical; the build's ISO C mode keeps GCC from fusing them. */
+
+static void row_q5(const uint8_t *p, int64_t nb, bool has_min, float *out) {
+    const size_t bytes = has_min ? 24 : 22;
+    for (int64_t b = 0; b < nb; b++, p += bytes, out += 32) {
+        float d = rd_f16(p), m = has_min ? rd_f16(p + 2) : 0.0f;
+        uint32_t qh;
+        memcpy(&qh, p + (has_min ? 4 : 2), 4);
+        const uint8_t *qs = p + (has_min ? 8 : 6);
+        for (int j = 0; j < 16; j++) {
+            int q0 = (qs[j] & 15) | (int)(((qh >> j) & 1) << 4);
+            int q1 = (qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
+            if (has_min) {
+                out[j] = d * (float)q0 + m;
+                out[j + 16] = d * (float)q1 + m;
+            } else {
+                out[j] = d * (float)(q0 - 16);
+                out[j + 16] = d * (float)(q1 - 16);
+            }
+        }
+    }
+}
+
+/* Q4_K, or Q5_K when `five` (the fifth bits come from qh) */
+static void row_qk45(const uint8_t *p, int64_t nb, bool five, float *out) {
+    const size_t bytes = five ? 176 : 144;
+    for (int64_t b = 0; b < nb; b++, p += bytes) {
+        float d = rd_f16(p), dmin = rd_f16(p + 2);
+        uint8_t sc[8], mn[8];
+        k_scales(p + 4, sc, mn);
+        const uint8_t *qh = five ? p + 16 : NULL;
+        const uint8_t *qs = p + (five ? 48 : 16);
+        for (int r = 0; r < 4; r++, qs += 32, out += 64) {
+            float d1 = d * (float)sc[2 * r], m1 = dmin * (float)mn[2 * r];
+            float d2 = d * (float)sc[2 * r + 1], m2 = dmin * (float)mn[2 * r + 1];
+            for (int i = 0; i < 32; i++) {
+                int lo = qs[i] & 15, hi = qs[i] >> 4;
+                if (qh) {
+                    lo |= ((qh[i] >> (2 * r)) & 1) << 4;
+                    hi |= ((qh[i] >> (2 * r + 1)) & 1) << 4;
+                }
+                out[i] = d1 * (float)lo - m1;
+                out[i + 32] = d2 * (float)hi - m2;
+            }
+        }
+    }
+}
+
+static void row_q6_k(const uint8_t *p, int64_t nb, float *out) {
+    for (int64_t b = 0; b < nb; b++, p += 210) {
+        float d = rd_f16(p + 208);
+        for (int h = 0; h < 2; h++, out += 128) {
+            const uint8_t *ql = p + 64 * h, *qh = p + 128 + 32 * h;
+            const int8_t *sc = (const int8_t *)(p + 192 + 8 * h);
+            for (int i = 0; i < 32; i++) {
+                int s = i / 16;
+                int q1 = ((ql[i] & 15) | ((qh[i] & 3) << 4)) - 32;
+                int q2 = ((ql[i + 32] & 15) | (((qh[i] >> 2) & 3) << 4)) - 32;
+                int q3 = ((ql[i] >> 4) | (((qh[i] >> 4) & 3) << 4)) - 32;
+                int q4 = ((ql[i + 32] >> 4) | (((qh[i] >> 6) & 3) << 4)) - 32;
+                out[i] = d * (float)sc[s] * (float)q1;
+                out[i + 32] = d * (float)sc[s + 2] * (float)q2;
+                out[i + 64] = d * (float)sc[s + 4] * (float)q3;
+                out[i + 96] = d * (float)sc[s + 6] * (float)q4;
+            }
+        }
+    }
+}
 
 void inf_tensor_row_f32(const inf_tensor *t, int64_t row, float *out) {
     int64_t cols = inf_tensor_cols(t);
@@ -268,6 +366,11 @@ void inf_tensor_row_f32(const inf_tensor *t, int64_t row, float *out) {
             }
         }
         break;
+    case INF_DT_Q5_0: row_q5(p, cols / 32, false, out); break;
+    case INF_DT_Q5_1: row_q5(p, cols / 32, true, out); break;
+    case INF_DT_Q4_K: row_qk45(p, cols / 256, false, out); break;
+    case INF_DT_Q5_K: row_qk45(p, cols / 256, true, out); break;
+    case INF_DT_Q6_K: row_q6_k(p, cols / 256, out); break;
     case INF_DT_Q4G: {
         int g = t->group;
         int64_t ng = cols / g;
@@ -428,6 +531,170 @@ INF_CLONES static float dot_q4_1(const uint8_t *p, const float *x, int64_t nb) {
     return v8_sum(acc) + v8_sum(accm);
 }
 
+/* Integer byte lanes go to float through int32 (see U8_TO_F). */
+#define I32(v) __builtin_convertvector((v), v8i32)
+#define I2F(v) __builtin_convertvector((v), v8f)
+
+static const v8i32 BIT_OF_LANE = {1, 2, 4, 8, 16, 32, 64, 128};
+
+/* Lane i = 16 when bit i of `bits` is set, else 0 (bits above 7 ignored):
+ * the fifth bit of eight consecutive Q5_0/Q5_1 weights. */
+static inline v8i32 bit4_lanes(uint32_t bits) {
+    v8i32 b = {0};
+    b += (int32_t)(bits & 255);
+    return ((b & BIT_OF_LANE) != 0) & 16;
+}
+
+/* The 32 5-bit values of a Q5_0/Q5_1 block as four 8-float vectors. */
+static inline void q5_block(const uint8_t *qhp, const uint8_t *qs, v8f q[4]) {
+    uint32_t qh;
+    memcpy(&qh, qhp, 4);
+    v8u8 a, b;
+    memcpy(&a, qs, 8);
+    memcpy(&b, qs + 8, 8);
+    q[0] = I2F(I32(a & 15) | bit4_lanes(qh));
+    q[1] = I2F(I32(b & 15) | bit4_lanes(qh >> 8));
+    q[2] = I2F(I32(a >> 4) | bit4_lanes(qh >> 16));
+    q[3] = I2F(I32(b >> 4) | bit4_lanes(qh >> 24));
+}
+
+INF_CLONES static float dot_q5_0(const uint8_t *p, const float *x, int64_t nb) {
+    const float *lut = f16_lut();
+    v8f acc = {0};
+    for (int64_t b = 0; b < nb; b++, p += 22, x += 32) {
+        uint16_t h;
+        memcpy(&h, p, 2);
+        v8f q[4];
+        q5_block(p + 2, p + 6, q);
+        v8f blk = (q[0] - 16.0f) * v8_load(x) + (q[1] - 16.0f) * v8_load(x + 8) +
+                  (q[2] - 16.0f) * v8_load(x + 16) + (q[3] - 16.0f) * v8_load(x + 24);
+        acc += lut[h] * blk;
+    }
+    return v8_sum(acc);
+}
+
+INF_CLONES static float dot_q5_1(const uint8_t *p, const float *x, int64_t nb) {
+    const float *lut = f16_lut();
+    v8f acc = {0}, accm = {0};
+    for (int64_t b = 0; b < nb; b++, p += 24, x += 32) {
+        uint16_t hd, hm;
+        memcpy(&hd, p, 2);
+        memcpy(&hm, p + 2, 2);
+        v8f q[4];
+        q5_block(p + 4, p + 8, q);
+        v8f x0 = v8_load(x), x1 = v8_load(x + 8), x2 = v8_load(x + 16), x3 = v8_load(x + 24);
+        acc += lut[hd] * (q[0] * x0 + q[1] * x1 + q[2] * x2 + q[3] * x3);
+        accm += lut[hm] * ((x0 + x1) + (x2 + x3));
+    }
+    return v8_sum(acc) + v8_sum(accm);
+}
+
+/* Q4_K and Q5_K: per sub-block, sum q*x and sum x in vectors, then scale by
+ * d*sc and dmin*mn; the min term is subtracted once at the end. */
+INF_CLONES static float dot_q4_k(const uint8_t *p, const float *x, int64_t nb) {
+    const float *lut = f16_lut();
+    v8f acc = {0}, accm = {0};
+    for (int64_t b = 0; b < nb; b++, p += 144, x += 256) {
+        uint16_t hd, hm;
+        memcpy(&hd, p, 2);
+        memcpy(&hm, p + 2, 2);
+        float d = lut[hd], dmin = lut[hm];
+        uint8_t sc[8], mn[8];
+        k_scales(p + 4, sc, mn);
+        const uint8_t *qs = p + 16;
+        for (int r = 0; r < 4; r++, qs += 32) {
+            const float *xl = x + 64 * r, *xh = xl + 32;
+            v8f slo = {0}, shi = {0}, xlo = {0}, xhi = {0};
+            for (int k = 0; k < 4; k++) {
+                v8u8 a;
+                memcpy(&a, qs + 8 * k, 8);
+                v8f x0 = v8_load(xl + 8 * k), x1 = v8_load(xh + 8 * k);
+                slo += U8_TO_F(a & 15) * x0;
+                shi += U8_TO_F(a >> 4) * x1;
+                xlo += x0;
+                xhi += x1;
+            }
+            acc += (d * (float)sc[2 * r]) * slo + (d * (float)sc[2 * r + 1]) * shi;
+            accm += (dmin * (float)mn[2 * r]) * xlo + (dmin * (float)mn[2 * r + 1]) * xhi;
+        }
+    }
+    return v8_sum(acc) - v8_sum(accm);
+}
+
+INF_CLONES static float dot_q5_k(const uint8_t *p, const float *x, int64_t nb) {
+    const float *lut = f16_lut();
+    v8f acc = {0}, accm = {0};
+    for (int64_t b = 0; b < nb; b++, p += 176, x += 256) {
+        uint16_t hd, hm;
+        memcpy(&hd, p, 2);
+        memcpy(&hm, p + 2, 2);
+        float d = lut[hd], dmin = lut[hm];
+        uint8_t sc[8], mn[8];
+        k_scales(p + 4, sc, mn);
+        v8i32 qh[4]; /* the 32 qh bytes, widened once per super-block */
+        for (int k = 0; k < 4; k++) {
+            v8u8 t;
+            memcpy(&t, p + 16 + 8 * k, 8);
+            qh[k] = I32(t);
+        }
+        const uint8_t *qs = p + 48;
+        for (int r = 0; r < 4; r++, qs += 32) {
+            const float *xl = x + 64 * r, *xh = xl + 32;
+            v8f slo = {0}, shi = {0}, xlo = {0}, xhi = {0};
+            for (int k = 0; k < 4; k++) {
+                v8u8 a;
+                memcpy(&a, qs + 8 * k, 8);
+                v8i32 lo = I32(a & 15) | (((qh[k] >> (2 * r)) & 1) << 4);
+                v8i32 hi = I32(a >> 4) | (((qh[k] >> (2 * r + 1)) & 1) << 4);
+                v8f x0 = v8_load(xl + 8 * k), x1 = v8_load(xh + 8 * k);
+                slo += I2F(lo) * x0;
+                shi += I2F(hi) * x1;
+                xlo += x0;
+                xhi += x1;
+            }
+            acc += (d * (float)sc[2 * r]) * slo + (d * (float)sc[2 * r + 1]) * shi;
+            accm += (dmin * (float)mn[2 * r]) * xlo + (dmin * (float)mn[2 * r + 1]) * xhi;
+        }
+    }
+    return v8_sum(acc) - v8_sum(accm);
+}
+
+/* Q6_K: per half super-block, 16 weights share a scale; each 8-lane step
+ * decodes the four weight streams (i, 32+i, 64+i, 96+i) that one run of ql
+ * and qh bytes feeds. */
+INF_CLONES static float dot_q6_k(const uint8_t *p, const float *x, int64_t nb) {
+    const float *lut = f16_lut();
+    v8f acc = {0};
+    for (int64_t b = 0; b < nb; b++, p += 210, x += 256) {
+        uint16_t hd;
+        memcpy(&hd, p + 208, 2);
+        float d = lut[hd];
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = p + 64 * h, *qh = p + 128 + 32 * h;
+            const int8_t *sc = (const int8_t *)(p + 192 + 8 * h);
+            const float *xs = x + 128 * h;
+            for (int u = 0; u < 2; u++) {
+                v8f s1 = {0}, s2 = {0}, s3 = {0}, s4 = {0};
+                for (int c = 0; c < 2; c++) {
+                    int i = 16 * u + 8 * c;
+                    v8u8 ta, tb, th;
+                    memcpy(&ta, ql + i, 8);
+                    memcpy(&tb, ql + 32 + i, 8);
+                    memcpy(&th, qh + i, 8);
+                    v8i32 A = I32(ta), B = I32(tb), H = I32(th);
+                    s1 += I2F(((A & 15) | ((H & 3) << 4)) - 32) * v8_load(xs + i);
+                    s2 += I2F(((B & 15) | (((H >> 2) & 3) << 4)) - 32) * v8_load(xs + 32 + i);
+                    s3 += I2F(((A >> 4) | (((H >> 4) & 3) << 4)) - 32) * v8_load(xs + 64 + i);
+                    s4 += I2F(((B >> 4) | (((H >> 6) & 3) << 4)) - 32) * v8_load(xs + 96 + i);
+                }
+                acc += (d * (float)sc[u]) * s1 + (d * (float)sc[u + 2]) * s2 +
+                       (d * (float)sc[u + 4]) * s3 + (d * (float)sc[u + 6]) * s4;
+            }
+        }
+    }
+    return v8_sum(acc);
+}
+
 INF_CLONES static float dot_q4g(const inf_tensor *t, int64_t row, const float *x) {
     int64_t cols = inf_tensor_cols(t);
     int g = t->group;
@@ -466,6 +733,11 @@ float inf_tensor_row_dot(const inf_tensor *t, int64_t row, const float *x) {
     case INF_DT_Q8_0: return dot_q8_0(p, x, cols / 32);
     case INF_DT_Q4_0: return dot_q4_0(p, x, cols / 32);
     case INF_DT_Q4_1: return dot_q4_1(p, x, cols / 32);
+    case INF_DT_Q5_0: return dot_q5_0(p, x, cols / 32);
+    case INF_DT_Q5_1: return dot_q5_1(p, x, cols / 32);
+    case INF_DT_Q4_K: return dot_q4_k(p, x, cols / 256);
+    case INF_DT_Q5_K: return dot_q5_k(p, x, cols / 256);
+    case INF_DT_Q6_K: return dot_q6_k(p, x, cols / 256);
     case INF_DT_Q4G: return dot_q4g(t, row, x);
     default: return NAN;
     }
