@@ -44,7 +44,15 @@ static void usage(FILE *f) {
             "                    interactive chat reading one message per line from stdin\n"
             "  --temperature T   0 = greedy and deterministic (default 0.7)\n"
             "  --max-tokens N    tokens to generate (default 256)\n"
-            "  --seed S          sampling seed (default 0): same seed, same text\n");
+            "  --top-k K         sample among the K most likely tokens (default 40; 0 = off)\n"
+            "  --top-p P         nucleus sampling mass (default 0.95; 1 = off)\n"
+            "  --repeat-penalty R  divide the logits of recent tokens by R (default 1 = off)\n"
+            "  --seed S          sampling seed (default 0): same seed, same text\n"
+            "  --ctx N           context limit in tokens (default: the model's)\n"
+            "  --threads N       CPU threads (default: all cores)\n"
+            "  --system TEXT     system message for --chat\n"
+            "  --no-bos          do not prepend BOS even when the tokenizer asks for it\n"
+            "  --quiet           no timing line on stderr\n");
 }
 
 typedef struct {
