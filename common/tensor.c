@@ -233,6 +233,56 @@ static inline float rd_f16(const uint8_t *p) {
     return f16_lut()[h];
 }
 
+/* ---- byte-vector helpers (shared by dequantization and dots) ---------------- */
+
+static inline v8f v8_load(const float *x) {
+    v8f v;
+    memcpy(&v, x, sizeof v);
+    return v;
+}
+
+static inline float v8_sum(v8f v) {
+    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+static inline void v8_store(float *y, v8f v) { memcpy(y, &v, sizeof v); }
+
+typedef uint8_t v16u8 __attribute__((vector_size(16)));
+typedef uint8_t v8u8 __attribute__((vector_size(8)));
+typedef int8_t v8i8 __attribute__((vector_size(8)));
+typedef int32_t v8i32 __attribute__((vector_size(32)));
+
+/* Byte vectors widen through int32: GCC turns that into vpmovzxbd/vpmovsxbd +
+ * vcvtdq2ps, whereas a direct u8->float conversion is scalarized. */
+#define U8_TO_F(v) __builtin_convertvector(__builtin_convertvector((v), v8i32), v8f)
+
+/* Integer byte lanes go to float through int32 (see U8_TO_F). */
+#define I32(v) __builtin_convertvector((v), v8i32)
+#define I2F(v) __builtin_convertvector((v), v8f)
+
+static const v8i32 BIT_OF_LANE = {1, 2, 4, 8, 16, 32, 64, 128};
+
+/* Lane i = 16 when bit i of `bits` is set, else 0 (bits above 7 ignored):
+ * the fifth bit of eight consecutive Q5_0/Q5_1 weights. */
+static inline v8i32 bit4_lanes(uint32_t bits) {
+    v8i32 b = {0};
+    b += (int32_t)(bits & 255);
+    return ((b & BIT_OF_LANE) != 0) & 16;
+}
+
+/* The 32 5-bit values of a Q5_0/Q5_1 block as four 8-float vectors. */
+static inline void q5_block(const uint8_t *qhp, const uint8_t *qs, v8f q[4]) {
+    uint32_t qh;
+    memcpy(&qh, qhp, 4);
+    v8u8 a, b;
+    memcpy(&a, qs, 8);
+    memcpy(&b, qs + 8, 8);
+    q[0] = I2F(I32(a & 15) | bit4_lanes(qh));
+    q[1] = I2F(I32(b & 15) | bit4_lanes(qh >> 8));
+    q[2] = I2F(I32(a >> 4) | bit4_lanes(qh >> 16));
+    q[3] = I2F(I32(b >> 4) | bit4_lanes(qh >> 24));
+}
+
 /* The 8 six-bit scales and mins of a Q4_K/Q5_K super-block (layout in
  * tensor.h). */
 static inline void k_scales(const uint8_t *s, uint8_t sc[8], uint8_t mn[8]) {
@@ -250,68 +300,83 @@ static inline void k_scales(const uint8_t *s, uint8_t sc[8], uint8_t mn[8]) {
  * ggml's dequantize_row_* (e.g. Q4_K: (d*sc)*q - dmin*mn), so the results
  * are bit-identical; the build's ISO C mode keeps GCC from fusing them. */
 
-static void row_q5(const uint8_t *p, int64_t nb, bool has_min, float *out) {
+INF_CLONES static void row_q5(const uint8_t *p, int64_t nb, bool has_min, float *out) {
     const size_t bytes = has_min ? 24 : 22;
     for (int64_t b = 0; b < nb; b++, p += bytes, out += 32) {
-        float d = rd_f16(p), m = has_min ? rd_f16(p + 2) : 0.0f;
-        uint32_t qh;
-        memcpy(&qh, p + (has_min ? 4 : 2), 4);
-        const uint8_t *qs = p + (has_min ? 8 : 6);
-        for (int j = 0; j < 16; j++) {
-            int q0 = (qs[j] & 15) | (int)(((qh >> j) & 1) << 4);
-            int q1 = (qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
-            if (has_min) {
-                out[j] = d * (float)q0 + m;
-                out[j + 16] = d * (float)q1 + m;
-            } else {
-                out[j] = d * (float)(q0 - 16);
-                out[j + 16] = d * (float)(q1 - 16);
-            }
+        v8f q[4];
+        q5_block(p + (has_min ? 4 : 2), p + (has_min ? 8 : 6), q);
+        float d = rd_f16(p);
+        if (has_min) {
+            float m = rd_f16(p + 2);
+            for (int k = 0; k < 4; k++) v8_store(out + 8 * k, d * q[k] + m);
+        } else {
+            for (int k = 0; k < 4; k++) v8_store(out + 8 * k, d * (q[k] - 16.0f));
         }
     }
 }
 
-/* Q4_K, or Q5_K when `five` (the fifth bits come from qh) */
-static void row_qk45(const uint8_t *p, int64_t nb, bool five, float *out) {
-    const size_t bytes = five ? 176 : 144;
-    for (int64_t b = 0; b < nb; b++, p += bytes) {
+/* Plain loops: GCC vectorizes this one well by itself. */
+static void row_q4_k(const uint8_t *p, int64_t nb, float *out) {
+    for (int64_t b = 0; b < nb; b++, p += 144) {
         float d = rd_f16(p), dmin = rd_f16(p + 2);
         uint8_t sc[8], mn[8];
         k_scales(p + 4, sc, mn);
-        const uint8_t *qh = five ? p + 16 : NULL;
-        const uint8_t *qs = p + (five ? 48 : 16);
+        const uint8_t *qs = p + 16;
         for (int r = 0; r < 4; r++, qs += 32, out += 64) {
             float d1 = d * (float)sc[2 * r], m1 = dmin * (float)mn[2 * r];
             float d2 = d * (float)sc[2 * r + 1], m2 = dmin * (float)mn[2 * r + 1];
             for (int i = 0; i < 32; i++) {
-                int lo = qs[i] & 15, hi = qs[i] >> 4;
-                if (qh) {
-                    lo |= ((qh[i] >> (2 * r)) & 1) << 4;
-                    hi |= ((qh[i] >> (2 * r + 1)) & 1) << 4;
-                }
-                out[i] = d1 * (float)lo - m1;
-                out[i + 32] = d2 * (float)hi - m2;
+                out[i] = d1 * (float)(qs[i] & 15) - m1;
+                out[i + 32] = d2 * (float)(qs[i] >> 4) - m2;
             }
         }
     }
 }
 
-static void row_q6_k(const uint8_t *p, int64_t nb, float *out) {
+INF_CLONES static void row_q5_k(const uint8_t *p, int64_t nb, float *out) {
+    for (int64_t b = 0; b < nb; b++, p += 176) {
+        float d = rd_f16(p), dmin = rd_f16(p + 2);
+        uint8_t sc[8], mn[8];
+        k_scales(p + 4, sc, mn);
+        v8i32 qh[4]; /* bit j of qh[i] is bit 4 of element i of sub-block j */
+        for (int k = 0; k < 4; k++) {
+            v8u8 t;
+            memcpy(&t, p + 16 + 8 * k, 8);
+            qh[k] = I32(t);
+        }
+        const uint8_t *qs = p + 48;
+        for (int r = 0; r < 4; r++, qs += 32, out += 64) {
+            float d1 = d * (float)sc[2 * r], m1 = dmin * (float)mn[2 * r];
+            float d2 = d * (float)sc[2 * r + 1], m2 = dmin * (float)mn[2 * r + 1];
+            for (int k = 0; k < 4; k++) {
+                v8u8 a;
+                memcpy(&a, qs + 8 * k, 8);
+                v8i32 lo = I32(a & 15) | (((qh[k] >> (2 * r)) & 1) << 4);
+                v8i32 hi = I32(a >> 4) | (((qh[k] >> (2 * r + 1)) & 1) << 4);
+                v8_store(out + 8 * k, d1 * I2F(lo) - m1);
+                v8_store(out + 32 + 8 * k, d2 * I2F(hi) - m2);
+            }
+        }
+    }
+}
+
+INF_CLONES static void row_q6_k(const uint8_t *p, int64_t nb, float *out) {
     for (int64_t b = 0; b < nb; b++, p += 210) {
         float d = rd_f16(p + 208);
         for (int h = 0; h < 2; h++, out += 128) {
             const uint8_t *ql = p + 64 * h, *qh = p + 128 + 32 * h;
             const int8_t *sc = (const int8_t *)(p + 192 + 8 * h);
-            for (int i = 0; i < 32; i++) {
+            for (int i = 0; i < 32; i += 8) {
                 int s = i / 16;
-                int q1 = ((ql[i] & 15) | ((qh[i] & 3) << 4)) - 32;
-                int q2 = ((ql[i + 32] & 15) | (((qh[i] >> 2) & 3) << 4)) - 32;
-                int q3 = ((ql[i] >> 4) | (((qh[i] >> 4) & 3) << 4)) - 32;
-                int q4 = ((ql[i + 32] >> 4) | (((qh[i] >> 6) & 3) << 4)) - 32;
-                out[i] = d * (float)sc[s] * (float)q1;
-                out[i + 32] = d * (float)sc[s + 2] * (float)q2;
-                out[i + 64] = d * (float)sc[s + 4] * (float)q3;
-                out[i + 96] = d * (float)sc[s + 6] * (float)q4;
+                v8u8 ta, tb, th;
+                memcpy(&ta, ql + i, 8);
+                memcpy(&tb, ql + 32 + i, 8);
+                memcpy(&th, qh + i, 8);
+                v8i32 A = I32(ta), B = I32(tb), H = I32(th);
+                v8_store(out + i, (d * (float)sc[s]) * I2F(((A & 15) | ((H & 3) << 4)) - 32));
+                v8_store(out + 32 + i, (d * (float)sc[s + 2]) * I2F(((B & 15) | (((H >> 2) & 3) << 4)) - 32));
+                v8_store(out + 64 + i, (d * (float)sc[s + 4]) * I2F(((A >> 4) | (((H >> 4) & 3) << 4)) - 32));
+                v8_store(out + 96 + i, (d * (float)sc[s + 6]) * I2F(((B >> 4) | (((H >> 6) & 3) << 4)) - 32));
             }
         }
     }
@@ -368,8 +433,8 @@ void inf_tensor_row_f32(const inf_tensor *t, int64_t row, float *out) {
         break;
     case INF_DT_Q5_0: row_q5(p, cols / 32, false, out); break;
     case INF_DT_Q5_1: row_q5(p, cols / 32, true, out); break;
-    case INF_DT_Q4_K: row_qk45(p, cols / 256, false, out); break;
-    case INF_DT_Q5_K: row_qk45(p, cols / 256, true, out); break;
+    case INF_DT_Q4_K: row_q4_k(p, cols / 256, out); break;
+    case INF_DT_Q5_K: row_q5_k(p, cols / 256, out); break;
     case INF_DT_Q6_K: row_q6_k(p, cols / 256, out); break;
     case INF_DT_Q4G: {
         int g = t->group;
@@ -392,16 +457,6 @@ void inf_tensor_row_f32(const inf_tensor *t, int64_t row, float *out) {
 }
 
 /* ---- row dot products -------------------------------------------------------- */
-
-static inline v8f v8_load(const float *x) {
-    v8f v;
-    memcpy(&v, x, sizeof v);
-    return v;
-}
-
-static inline float v8_sum(v8f v) {
-    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
-}
 
 INF_CLONES static float dot_f32(const float *w, const float *x, int64_t n) {
     v8f acc0 = {0}, acc1 = {0};
@@ -457,15 +512,6 @@ INF_CLONES static float dot_bf16(const uint8_t *p, const float *x, int64_t n) {
     }
     return s;
 }
-
-typedef uint8_t v16u8 __attribute__((vector_size(16)));
-typedef uint8_t v8u8 __attribute__((vector_size(8)));
-typedef int8_t v8i8 __attribute__((vector_size(8)));
-typedef int32_t v8i32 __attribute__((vector_size(32)));
-
-/* Byte vectors widen through int32: GCC turns that into vpmovzxbd/vpmovsxbd +
- * vcvtdq2ps, whereas a direct u8->float conversion is scalarized. */
-#define U8_TO_F(v) __builtin_convertvector(__builtin_convertvector((v), v8i32), v8f)
 
 /* 16 packed bytes -> the 8-float vectors of their low and high nibbles
  * (elements 0-7, 8-15, 16-23, 24-31 of a GGML 4-bit block) */
@@ -529,33 +575,6 @@ INF_CLONES static float dot_q4_1(const uint8_t *p, const float *x, int64_t nb) {
         accm += lut[hm] * ((x0 + x1) + (x2 + x3));
     }
     return v8_sum(acc) + v8_sum(accm);
-}
-
-/* Integer byte lanes go to float through int32 (see U8_TO_F). */
-#define I32(v) __builtin_convertvector((v), v8i32)
-#define I2F(v) __builtin_convertvector((v), v8f)
-
-static const v8i32 BIT_OF_LANE = {1, 2, 4, 8, 16, 32, 64, 128};
-
-/* Lane i = 16 when bit i of `bits` is set, else 0 (bits above 7 ignored):
- * the fifth bit of eight consecutive Q5_0/Q5_1 weights. */
-static inline v8i32 bit4_lanes(uint32_t bits) {
-    v8i32 b = {0};
-    b += (int32_t)(bits & 255);
-    return ((b & BIT_OF_LANE) != 0) & 16;
-}
-
-/* The 32 5-bit values of a Q5_0/Q5_1 block as four 8-float vectors. */
-static inline void q5_block(const uint8_t *qhp, const uint8_t *qs, v8f q[4]) {
-    uint32_t qh;
-    memcpy(&qh, qhp, 4);
-    v8u8 a, b;
-    memcpy(&a, qs, 8);
-    memcpy(&b, qs + 8, 8);
-    q[0] = I2F(I32(a & 15) | bit4_lanes(qh));
-    q[1] = I2F(I32(b & 15) | bit4_lanes(qh >> 8));
-    q[2] = I2F(I32(a >> 4) | bit4_lanes(qh >> 16));
-    q[3] = I2F(I32(b >> 4) | bit4_lanes(qh >> 24));
 }
 
 INF_CLONES static float dot_q5_0(const uint8_t *p, const float *x, int64_t nb) {
