@@ -109,6 +109,15 @@ void st_writer_free(st_writer *w); /* NULL is fine */
  * until st_writer_write returns. Names must be unique and non-empty. */
 inf_status st_writer_add(st_writer *w, const char *name, inf_dtype dtype, int ndim,
                          const int64_t *shape, const void *data, size_t nbytes, inf_error *err);
+/* Like st_writer_add, but the bytes are made when the file is written:
+ * produce(user, buf, nbytes, err) fills buf (owned by the writer, freed
+ * right after it is written) and returns INF_OK, or fails the write. Lets a
+ * writer stream a model far larger than memory, one tensor at a time, in
+ * the writer's layout order (decreasing element size, then add order). */
+typedef inf_status (*st_produce_fn)(void *user, void *buf, size_t nbytes, inf_error *err);
+inf_status st_writer_add_lazy(st_writer *w, const char *name, inf_dtype dtype, int ndim,
+                              const int64_t *shape, size_t nbytes, st_produce_fn produce,
+                              void *user, inf_error *err);
 /* Sets a "__metadata__" entry (copied; a repeated key replaces the value). */
 inf_status st_writer_meta(st_writer *w, const char *key, const char *value, inf_error *err);
 /* Writes everything to `path` atomically (path.tmp, fsync, rename, fsync

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdbool.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -35,9 +36,12 @@ typedef struct {
     const void *data;
     size_t nbytes;
     size_t order;
+    st_produce_fn produce; /* lazy tensors: data == NULL */
+    void *user;
 } wr_tensor;
 
 struct st_writer {
+    bool adding_lazy;
     wr_tensor *t;
     size_t n, cap;
     char **keys, **vals;
@@ -78,7 +82,7 @@ inf_status st_writer_add(st_writer *w, const char *name, inf_dtype dtype, int nd
     if (want != nbytes)
         return inf_fail(err, INF_E_ARG, "safetensors writer: tensor '%s': shape needs %zu bytes, given %zu",
                         name, want, nbytes);
-    if (nbytes && !data)
+    if (nbytes && !data && !w->adding_lazy)
         return inf_fail(err, INF_E_ARG, "safetensors writer: tensor '%s': no data", name);
     for (size_t i = 0; i < w->n; i++)
         if (strcmp(w->t[i].name, name) == 0)
@@ -100,6 +104,31 @@ inf_status st_writer_add(st_writer *w, const char *name, inf_dtype dtype, int nd
     t->nbytes = nbytes;
     t->order = w->n++;
     return INF_OK;
+}
+
+inf_status st_writer_add_lazy(st_writer *w, const char *name, inf_dtype dtype, int ndim,
+                              const int64_t *shape, size_t nbytes, st_produce_fn produce,
+                              void *user, inf_error *err) {
+    if (!produce) return inf_fail(err, INF_E_ARG, "safetensors writer: tensor '%s': no producer", name);
+    w->adding_lazy = true;
+    inf_status st = st_writer_add(w, name, dtype, ndim, shape, NULL, nbytes, err);
+    w->adding_lazy = false;
+    if (st) return st;
+    w->t[w->n - 1].produce = produce;
+    w->t[w->n - 1].user = user;
+    return INF_OK;
+}
+
+static inf_status write_all(int fd, const void *p, size_t n, const char *path, inf_error *err);
+
+static inf_status write_tensor(int fd, const wr_tensor *t, const char *tmp, inf_error *err) {
+    if (!t->produce) return write_all(fd, t->data, t->nbytes, tmp, err);
+    void *buf = malloc(t->nbytes ? t->nbytes : 1);
+    if (!buf) return inf_fail(err, INF_E_NOMEM, "%s: out of memory for tensor '%s' (%zu bytes)", tmp, t->name, t->nbytes);
+    inf_status st = t->produce(t->user, buf, t->nbytes, err);
+    if (!st) st = write_all(fd, buf, t->nbytes, tmp, err);
+    free(buf);
+    return st;
 }
 
 inf_status st_writer_meta(st_writer *w, const char *key, const char *value, inf_error *err) {
@@ -284,7 +313,7 @@ inf_status st_writer_write(st_writer *w, const char *path, inf_error *err) {
     for (int i = 0; i < 8; i++) len[i] = (unsigned char)((uint64_t)h.n >> (8 * i));
     if (!st) st = write_all(fd, len, 8, tmp, err);
     if (!st) st = write_all(fd, h.p, h.n, tmp, err);
-    for (size_t i = 0; i < w->n && !st; i++) st = write_all(fd, lay[i]->data, lay[i]->nbytes, tmp, err);
+    for (size_t i = 0; i < w->n && !st; i++) st = write_tensor(fd, lay[i], tmp, err);
     if (!st && fsync(fd) != 0) st = inf_fail(err, INF_E_IO, "%s: fsync failed: %s", tmp, strerror(errno));
     if (close(fd) != 0 && !st) st = inf_fail(err, INF_E_IO, "%s: close failed: %s", tmp, strerror(errno));
     if (!st && rename(tmp, path) != 0)

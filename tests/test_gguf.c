@@ -777,15 +777,15 @@ Test(gguf, unsupported_architecture) {
     tmp_done(&t);
 }
 
-Test(gguf, unsupported_weight_type_q4_k) {
+Test(gguf, unsupported_weight_type_q2_k) {
     gw_tiny_opts o;
     gw_tiny_defaults(&o);
-    o.ffn_dim = 256; /* one Q4_K block per ffn_down row */
+    o.ffn_dim = 256; /* one Q2_K block per ffn_down row */
     gw *w = tiny(&o);
     cr_assert_eq(gw_drop_tensor(w, "blk.0.ffn_down.weight"), 0);
-    static uint8_t q4k[64 * 144];
+    static uint8_t q2k[64 * 84];
     int64_t shape[2] = {64, 256};
-    cr_assert_eq(gw_tensor_raw(w, "blk.0.ffn_down.weight", GW_Q4_K, 2, shape, q4k, sizeof q4k), 0);
+    cr_assert_eq(gw_tensor_raw(w, "blk.0.ffn_down.weight", 10 /* Q2_K */, 2, shape, q2k, sizeof q2k), 0);
     tmpf t = {{0}, {0}};
     const char *p = write_gw(&t, w);
     /* listed by the reader (its extent is valid) ... */
@@ -796,7 +796,7 @@ Test(gguf, unsupported_weight_type_q4_k) {
     cr_assert_null(gguf_find_tensor(f, "blk.0.ffn_down.weight"));
     gguf_close(f);
     /* ... but refused as a weight, by name and type */
-    expect_load_fail(p, "blk.0.ffn_down.weight", "Q4_K");
+    expect_load_fail(p, "blk.0.ffn_down.weight", "Q2_K");
     gw_free(w);
     tmp_done(&t);
 }
