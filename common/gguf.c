@@ -3,9 +3,11 @@
  * format error that names the file and what was being read. */
 #include "gguf.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "mapfile.h"
 
@@ -18,6 +20,7 @@ typedef struct {
     gguf_type arr_type;
     uint64_t arr_n;
     const uint8_t *val; /* scalar value or first array element */
+    const uint8_t *raw, *raw_end; /* the whole entry as stored: key, type, value */
     gguf_str *strs;     /* string arrays, and a string scalar as strs[0] */
 } gguf_kv;
 
@@ -221,6 +224,7 @@ static inf_status parse(gguf_file *f, inf_error *err) {
     for (uint64_t i = 0; i < f->n_kv; i++) {
         gguf_kv *kv = &f->kvs[i];
         uint32_t t;
+        kv->raw = c.p;
         if ((st = rd_str(&c, &kv->key, "a key name"))) return st;
         if ((st = rd_u32(&c, &t, "a value type"))) return st;
         if (t >= GGUF_TYPE__COUNT)
@@ -228,6 +232,7 @@ static inf_status parse(gguf_file *f, inf_error *err) {
                             (int)kv->key.len, kv->key.ptr, t);
         kv->type = (gguf_type)t;
         if ((st = parse_value(&c, kv))) return st;
+        kv->raw_end = c.p;
     }
 
     uint64_t alignment = 32;
@@ -440,6 +445,46 @@ inf_status gguf_get_str_arr(const gguf_file *f, const char *key, const gguf_str 
         return inf_fail(err, INF_E_FORMAT, "%s: key '%s' is not an array of strings", f->map.path, key);
     *strs = kv->strs;
     *n = kv->arr_n;
+    return INF_OK;
+}
+
+size_t gguf_n_kv(const gguf_file *f) { return (size_t)f->n_kv; }
+
+gguf_str gguf_kv_key(const gguf_file *f, size_t i) {
+    return i < f->n_kv ? f->kvs[i].key : (gguf_str){NULL, 0};
+}
+
+size_t gguf_kv_raw(const gguf_file *f, size_t i, const uint8_t **bytes) {
+    if (i >= f->n_kv) return 0;
+    *bytes = f->kvs[i].raw;
+    return (size_t)(f->kvs[i].raw_end - f->kvs[i].raw);
+}
+
+inf_status gguf_write_kv_subset(const gguf_file *f, const char *prefix, const char *path,
+                                inf_error *err) {
+    size_t plen = strlen(prefix), n = 0;
+    for (uint64_t i = 0; i < f->n_kv; i++)
+        if (f->kvs[i].key.len >= plen && memcmp(f->kvs[i].key.ptr, prefix, plen) == 0) n++;
+    char tmp[2048];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *o = fopen(tmp, "wb");
+    if (!o) return inf_fail(err, INF_E_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    uint32_t ver = 3;
+    uint64_t nt = 0, nk = n;
+    bool ok = fwrite("GGUF", 1, 4, o) == 4 && fwrite(&ver, 4, 1, o) == 1 && fwrite(&nt, 8, 1, o) == 1 &&
+              fwrite(&nk, 8, 1, o) == 1;
+    for (uint64_t i = 0; ok && i < f->n_kv; i++) {
+        const gguf_kv *kv = &f->kvs[i];
+        if (kv->key.len >= plen && memcmp(kv->key.ptr, prefix, plen) == 0)
+            ok = fwrite(kv->raw, 1, (size_t)(kv->raw_end - kv->raw), o) == (size_t)(kv->raw_end - kv->raw);
+    }
+    ok = ok && fflush(o) == 0 && fsync(fileno(o)) == 0;
+    if (fclose(o) != 0) ok = false;
+    if (!ok || rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return inf_fail(err, INF_E_IO, "%s: cannot write: %s", path, strerror(e));
+    }
     return INF_OK;
 }
 

@@ -62,6 +62,17 @@ inf_status gguf_get_arr(const gguf_file *f, const char *key, gguf_type *elem, ui
 inf_status gguf_get_str_arr(const gguf_file *f, const char *key, const gguf_str **strs,
                             uint64_t *n, inf_error *err);
 
+/* Raw key/value entries, in file order: the key, and the entry's bytes as
+ * stored (key, type, value), valid until gguf_close. */
+size_t gguf_n_kv(const gguf_file *f);
+gguf_str gguf_kv_key(const gguf_file *f, size_t i);
+size_t gguf_kv_raw(const gguf_file *f, size_t i, const uint8_t **bytes);
+/* Writes a tensor-less GGUF v3 holding the entries whose key starts with
+ * `prefix`, copied byte for byte (e.g. "tokenizer." to carry a model's
+ * tokenizer into a bundle). Atomic: path.tmp, fsync, rename. */
+inf_status gguf_write_kv_subset(const gguf_file *f, const char *prefix, const char *path,
+                                inf_error *err);
+
 /* Tensors. A tensor whose GGML type has no kernel here is still listed (its
  * extent was checked) with supported=false; gguf_tensor_check reports it. */
 size_t gguf_n_tensors(const gguf_file *f);
