@@ -85,6 +85,7 @@ typedef struct {
     inf_layer *layers;      /* [n_layers] */
     const float *rope_inv_freq; /* [head_dim/2], scaling applied (set by finalize) */
     const float *rope_freq_factors; /* [head_dim/2] divisors (GGUF rope_freqs) or NULL */
+    char rotation[72];      /* prepared bundles: the rotation's fingerprint, "none" if unrotated; "" otherwise */
     inf_model_cleanup *cleanup;
 } inf_model;
 
@@ -116,5 +117,8 @@ inf_status inf_model_finalize(inf_model *m, inf_error *err);
 inf_status inf_model_load_gguf(const char *path, inf_model **out, inf_error *err);
 inf_status inf_model_load_llama2c(const char *path, inf_model **out, inf_error *err);
 inf_status inf_model_load_hf(const char *path, inf_model **out, inf_error *err);
+/* Prepared bundles (common/bundle.h describes the format). */
+inf_status inf_model_load_server_bundle(const char *dir, inf_model **out, inf_error *err);
+inf_status inf_model_load_client_bundle(const char *dir, inf_model **out, inf_error *err);
 
 #endif
