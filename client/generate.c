@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "backend.h"
+#include "cloak.h"
 #include "embed.h"
 
 double inf_now(void) {
@@ -16,6 +17,16 @@ double inf_now(void) {
 inf_status inf_local_layers_fn(void *ctx, float *x, int n, int pos, inf_error *err) {
     inf_local_layers *l = ctx;
     return cpu_forward(l->model, (inf_kv *)l->kv, x, n, pos, err);
+}
+
+inf_status inf_split_layers_fn(void *ctx, float *x, int n, int pos, inf_error *err) {
+    inf_split_layers *s = ctx;
+    const int d = s->server->cfg.dim;
+    inf_status st;
+    if (s->cloak && (st = cloak_states(s->cloak, x, (size_t)n, d, err))) return st;
+    if ((st = cpu_forward(s->server, (inf_kv *)s->kv, x, n, pos, err))) return st;
+    if (s->cloak && (st = uncloak_states(s->cloak, x, (size_t)n, d, err))) return st;
+    return INF_OK;
 }
 
 inf_status inf_generate(const inf_gen *g, int *pos, const int32_t *prompt, int n_prompt,

@@ -57,4 +57,15 @@ typedef struct {
 } inf_local_layers;
 inf_status inf_local_layers_fn(void *ctx, float *x, int n, int pos, inf_error *err);
 
+/* The split path in one process: cloak (noise + rotation), the server
+ * bundle's layers on the CPU backend, uncloak. What a network worker will
+ * replace is exactly the middle step. cloak may be NULL for an unrotated
+ * (--no-rotate) bundle without noise. */
+typedef struct {
+    const inf_model *server;
+    void *kv;    /* inf_kv* */
+    void *cloak; /* cloak_ctx* (client/cloak.h) or NULL */
+} inf_split_layers;
+inf_status inf_split_layers_fn(void *ctx, float *x, int n, int pos, inf_error *err);
+
 #endif

@@ -14,11 +14,15 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bundle.h"
 #include "chat.h"
+#include "cloak.h"
 #include "generate.h"
 #include "gguf.h"
 #include "kv.h"
 #include "model.h"
+#include "prep.h"
+#include "rotation.h"
 #include "sample.h"
 #include "tokenizer.h"
 
@@ -29,7 +33,9 @@ static void usage(FILE *f) {
             "usage: infemeral <command> [options]\n"
             "\n"
             "commands:\n"
-            "  run    generate text locally on the CPU\n"
+            "  run    generate text locally on the CPU (a checkpoint, or a prepared\n"
+            "         client + server bundle pair)\n"
+            "  prep   split a checkpoint into a client bundle and a rotated server bundle\n"
             "\n"
             "infemeral run --model PATH [--tokenizer PATH] [--prompt TEXT] [--chat]\n"
             "              [--system TEXT] [--max-tokens N] [--temperature T] [--top-k K]\n"
@@ -52,11 +58,25 @@ static void usage(FILE *f) {
             "  --threads N       CPU threads (default: all cores)\n"
             "  --system TEXT     system message for --chat\n"
             "  --no-bos          do not prepend BOS even when the tokenizer asks for it\n"
-            "  --quiet           no timing line on stderr\n");
+            "  --quiet           no timing line on stderr\n"
+            "\n"
+            "infemeral run --client-bundle DIR/client --server-bundle DIR/server --prompt TEXT ...\n"
+            "  the cloaked split path in one process: the client rotates the hidden\n"
+            "  states, the server half runs the rotated layers, the client un-rotates\n"
+            "  --noise-sigma S   add N(0, S^2) to each embedding before rotating\n"
+            "  --dp-epsilon E --dp-delta D  the same, with S from the Gaussian mechanism\n"
+            "                    and the embedding table's L2 sensitivity (S is printed)\n"
+            "\n"
+            "infemeral prep --model PATH --out DIR [--tokenizer PATH]\n"
+            "               [--weights f32|f16|bf16|int4] [--no-rotate] [--quiet]\n"
+            "  writes DIR/client (embeddings, lm_head, tokenizer, secret.key) and\n"
+            "  DIR/server (norm-folded, rotated layers; int4 = group-wise, g=128)\n");
 }
 
 typedef struct {
     const char *model, *tokenizer, *prompt, *system;
+    const char *client_bundle, *server_bundle;
+    float noise_sigma, dp_epsilon, dp_delta; /* < 0: not given */
     bool chat, no_bos, quiet;
     int max_tokens, ctx, threads;
     inf_sampler_params sp;
@@ -87,7 +107,8 @@ static int parse_float(const char *opt, const char *v, float *out) {
 }
 
 static int parse_run(int argc, char **argv, run_opts *o) {
-    *o = (run_opts){.max_tokens = 256, .ctx = 0, .threads = 0, .sp = inf_sampler_defaults()};
+    *o = (run_opts){.max_tokens = 256, .ctx = 0, .threads = 0, .sp = inf_sampler_defaults(),
+                    .noise_sigma = -1, .dp_epsilon = -1, .dp_delta = -1};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -102,6 +123,11 @@ static int parse_run(int argc, char **argv, run_opts *o) {
         else if (!strcmp(a, "--tokenizer")) { NEEDV o->tokenizer = v; }
         else if (!strcmp(a, "--prompt")) { NEEDV o->prompt = v; }
         else if (!strcmp(a, "--system")) { NEEDV o->system = v; }
+        else if (!strcmp(a, "--client-bundle")) { NEEDV o->client_bundle = v; }
+        else if (!strcmp(a, "--server-bundle")) { NEEDV o->server_bundle = v; }
+        else if (!strcmp(a, "--noise-sigma")) { NEEDV if (parse_float(a, v, &o->noise_sigma)) return -1; }
+        else if (!strcmp(a, "--dp-epsilon")) { NEEDV if (parse_float(a, v, &o->dp_epsilon)) return -1; }
+        else if (!strcmp(a, "--dp-delta")) { NEEDV if (parse_float(a, v, &o->dp_delta)) return -1; }
         else if (!strcmp(a, "--chat")) o->chat = true;
         else if (!strcmp(a, "--no-bos")) o->no_bos = true;
         else if (!strcmp(a, "--quiet")) o->quiet = true;
@@ -131,8 +157,29 @@ static int parse_run(int argc, char **argv, run_opts *o) {
         }
 #undef NEEDV
     }
-    if (!o->model) {
-        fprintf(stderr, "infemeral run: --model PATH is required\n");
+    bool split = o->client_bundle || o->server_bundle;
+    if (split && !(o->client_bundle && o->server_bundle)) {
+        fprintf(stderr, "infemeral run: --client-bundle and --server-bundle go together\n");
+        return -1;
+    }
+    if (split && o->model) {
+        fprintf(stderr, "infemeral run: give --model PATH or the two bundles, not both\n");
+        return -1;
+    }
+    if (!o->model && !split) {
+        fprintf(stderr, "infemeral run: --model PATH (or --client-bundle and --server-bundle) is required\n");
+        return -1;
+    }
+    if (o->noise_sigma >= 0 && (o->dp_epsilon >= 0 || o->dp_delta >= 0)) {
+        fprintf(stderr, "infemeral run: give --noise-sigma or --dp-epsilon/--dp-delta, not both\n");
+        return -1;
+    }
+    if ((o->dp_epsilon >= 0) != (o->dp_delta >= 0)) {
+        fprintf(stderr, "infemeral run: --dp-epsilon and --dp-delta go together\n");
+        return -1;
+    }
+    if (!split && (o->noise_sigma >= 0 || o->dp_epsilon >= 0)) {
+        fprintf(stderr, "infemeral run: noise options need the split path (--client-bundle/--server-bundle)\n");
         return -1;
     }
     if (!o->prompt && !o->chat) {
@@ -149,38 +196,20 @@ static bool has_suffix(const char *s, const char *suf) {
     return n >= k && strcmp(s + n - k, suf) == 0;
 }
 
-static inf_status load_tokenizer_file(const char *path, int vocab, tok_tokenizer **out, char **tmpl,
-                                      inf_error *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return inf_fail(err, INF_E_IO, "%s: cannot open: %s", path, strerror(errno));
-    char head[64] = {0};
-    size_t n = fread(head, 1, sizeof head - 1, f);
-    fclose(f);
-    if (n >= 4 && memcmp(head, "GGUF", 4) == 0) {
-        gguf_file *g;
-        inf_status st = gguf_open(path, &g, err);
-        if (st) return st;
-        st = tok_load_gguf(g, out, err);
-        gguf_str t;
-        if (st == INF_OK && tmpl && gguf_get_str(g, "tokenizer.chat_template", &t, NULL) == INF_OK)
-            *tmpl = strndup(t.ptr, t.len);
-        gguf_close(g);
-        return st;
-    }
-    if (has_suffix(path, ".json") || (n > 0 && head[0] == '{')) return tok_load_hf_json(path, out, err);
-    /* tiktoken: "<base64> <rank>" text lines */
-    bool text = n > 0;
-    for (size_t i = 0; i < n && text; i++)
-        text = (head[i] >= 0x20 && head[i] < 0x7f) || head[i] == '\n' || head[i] == '\r';
-    if (text) return tok_load_tiktoken(path, out, err);
-    return tok_load_llama2c(path, vocab, out, err);
-}
-
 static inf_status load_tokenizer(const run_opts *o, const inf_model *m, tok_tokenizer **out,
                                  char **tmpl, inf_error *err) {
-    if (o->tokenizer) return load_tokenizer_file(o->tokenizer, m->cfg.vocab_size, out, tmpl, err);
+    if (o->tokenizer) return tok_load_file(o->tokenizer, m->cfg.vocab_size, out, tmpl, err);
+    if (o->client_bundle) {
+        static const char *names[] = {"tokenizer.gguf", "tokenizer.json", "tokenizer.model", "tokenizer.bin"};
+        for (int i = 0; i < 4; i++) {
+            char path[2048];
+            snprintf(path, sizeof path, "%s/%s", o->client_bundle, names[i]);
+            if (access(path, F_OK) == 0) return tok_load_file(path, m->cfg.vocab_size, out, tmpl, err);
+        }
+        return inf_fail(err, INF_E_NOTFOUND, "%s: the client bundle has no tokenizer file", o->client_bundle);
+    }
     switch (m->source) {
-    case INF_SRC_GGUF: return load_tokenizer_file(o->model, m->cfg.vocab_size, out, tmpl, err);
+    case INF_SRC_GGUF: return tok_load_file(o->model, m->cfg.vocab_size, out, tmpl, err);
     case INF_SRC_SAFETENSORS:
     case INF_SRC_AWQ: {
         char path[2048];
@@ -301,12 +330,91 @@ static inf_status run_turn(const run_opts *o, const inf_gen *g, inf_sampler *s, 
     return INF_OK;
 }
 
+/* The client's secret rotation and optional noise for the split path. */
+static inf_status split_setup(const run_opts *o, const inf_model *cm, rot_ctx *rot, cloak_ctx *cloak,
+                              bool *have_rot, bool *have_cloak, inf_error *err) {
+    double sigma = o->noise_sigma > 0 ? o->noise_sigma : 0.0;
+    inf_status st;
+    if (o->dp_epsilon >= 0) {
+        double l2;
+        if ((st = cloak_sensitivity(cm, &l2, err))) return st;
+        if ((st = cloak_sigma_for_dp(o->dp_epsilon, o->dp_delta, l2, &sigma, err))) return st;
+        fprintf(stderr, "cloak: L2 sensitivity of the embedding table %.4g; epsilon %g, delta %g -> noise sigma %.4g\n",
+                l2, o->dp_epsilon, o->dp_delta, sigma);
+    } else if (sigma > 0) {
+        fprintf(stderr, "cloak: noise sigma %.4g\n", sigma);
+    }
+    if (strcmp(cm->rotation, "none") == 0) {
+        if (sigma > 0)
+            return inf_fail(err, INF_E_ARG, "%s: noise needs a rotated bundle (this one was prepared with --no-rotate)",
+                            o->client_bundle);
+        return INF_OK; /* nothing to hide: the unrotated bundle runs as is */
+    }
+    char path[2048];
+    rot_seed seed;
+    snprintf(path, sizeof path, "%s/%s", o->client_bundle, INF_BUNDLE_SEED_FILE);
+    if ((st = rot_seed_read(path, &seed, err))) return st;
+    char fp[ROT_FINGERPRINT_LEN];
+    st = rot_fingerprint(&seed, cm->cfg.dim, fp, err);
+    if (!st && strcmp(fp, cm->rotation) != 0)
+        st = inf_fail(err, INF_E_ARG, "%s does not belong to this bundle (its fingerprint differs)", path);
+    if (!st) st = rot_ctx_init(rot, &seed, cm->cfg.dim, false, err);
+    rot_seed_wipe(&seed);
+    if (st) return st;
+    *have_rot = true;
+    if ((st = cloak_init(cloak, rot, sigma, err))) return st;
+    *have_cloak = true;
+    return INF_OK;
+}
+
+static int cmd_prep(int argc, char **argv) {
+    prep_opts o = {.weights = PREP_F16, .rotate = true, .progress = true};
+    inf_error err = {{0}};
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if ((!strcmp(a, "--model") || !strcmp(a, "--out") || !strcmp(a, "--tokenizer") ||
+             !strcmp(a, "--weights")) && !v) {
+            fprintf(stderr, "infemeral prep: option %s needs a value\n", a);
+            return 2;
+        }
+        if (!strcmp(a, "--model")) o.model = argv[++i];
+        else if (!strcmp(a, "--out")) o.out = argv[++i];
+        else if (!strcmp(a, "--tokenizer")) o.tokenizer = argv[++i];
+        else if (!strcmp(a, "--weights")) {
+            if (prep_parse_weights(argv[++i], &o.weights, &err)) {
+                fprintf(stderr, "infemeral prep: %s\n", err.msg);
+                return 2;
+            }
+        } else if (!strcmp(a, "--no-rotate")) o.rotate = false;
+        else if (!strcmp(a, "--quiet")) o.progress = false;
+        else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "infemeral prep: unknown option '%s' (see infemeral --help)\n", a);
+            return 2;
+        }
+    }
+    if (!o.model || !o.out) {
+        fprintf(stderr, "infemeral prep: --model PATH and --out DIR are required\n");
+        return 2;
+    }
+    if (prep_run(&o, &err)) {
+        fprintf(stderr, "infemeral prep: %s\n", err.msg);
+        return 1;
+    }
+    return 0;
+}
+
 static int cmd_run(int argc, char **argv) {
     run_opts o;
     if (parse_run(argc, argv, &o)) return 2;
     if (o.threads > 0) omp_set_num_threads(o.threads);
     inf_error err = {{0}};
-    inf_model *m = NULL;
+    inf_model *m = NULL, *sm = NULL; /* sm: the server bundle in the split path */
+    rot_ctx rot;
+    cloak_ctx cloak;
+    bool have_rot = false, have_cloak = false;
     tok_tokenizer *tok = NULL;
     char *tmpl = NULL;
     inf_kv kv = {0};
@@ -320,7 +428,19 @@ static int cmd_run(int argc, char **argv) {
     int rc = 1;
     inf_status st;
 
-    if ((st = inf_model_load(o.model, &m, &err))) goto fail;
+    if (o.model) {
+        if ((st = inf_model_load(o.model, &m, &err))) goto fail;
+    } else {
+        if ((st = inf_model_load_client_bundle(o.client_bundle, &m, &err))) goto fail;
+        if ((st = inf_model_load_server_bundle(o.server_bundle, &sm, &err))) goto fail;
+        if (strcmp(m->rotation, sm->rotation) != 0) {
+            st = inf_fail(&err, INF_E_ARG,
+                          "%s and %s come from different preps (rotation %.16s... vs %.16s...): the output would be noise",
+                          o.client_bundle, o.server_bundle, m->rotation, sm->rotation);
+            goto fail;
+        }
+        if ((st = split_setup(&o, m, &rot, &cloak, &have_rot, &have_cloak, &err))) goto fail;
+    }
     if ((st = load_tokenizer(&o, m, &tok, &tmpl, &err))) goto fail;
     if (tok_vocab_size(tok) > m->cfg.vocab_size) {
         st = inf_fail(&err, INF_E_SHAPE, "tokenizer has %d tokens but the model's vocabulary is %d",
@@ -331,7 +451,12 @@ static int cmd_run(int argc, char **argv) {
     if ((st = inf_kv_init(&kv, &m->cfg, ctx, &err))) goto fail;
     if ((st = inf_sampler_init(&s, &o.sp, m->cfg.vocab_size, &err))) goto fail;
     inf_local_layers local = {m, &kv};
+    inf_split_layers splitl = {sm, &kv, have_cloak ? &cloak : NULL};
     inf_gen g = {m, inf_local_layers_fn, &local, 256};
+    if (sm) {
+        g.layers = inf_split_layers_fn;
+        g.layers_ctx = &splitl;
+    }
     out.tok = tok;
     size_t n_ids;
 
@@ -412,6 +537,9 @@ done:
     inf_sampler_free(&s);
     inf_kv_free(&kv);
     tok_free(tok);
+    if (have_cloak) cloak_free(&cloak);
+    if (have_rot) rot_ctx_free(&rot);
+    inf_model_free(sm);
     inf_model_free(m);
     return rc;
 }
@@ -423,6 +551,7 @@ int main(int argc, char **argv) {
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "run")) return cmd_run(argc - 2, argv + 2);
+    if (!strcmp(cmd, "prep")) return cmd_prep(argc - 2, argv + 2);
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
         usage(stdout);
         return 0;

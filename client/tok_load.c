@@ -5,6 +5,7 @@
  * tokenizer.c. Errors name the file and the field, line or token at fault.
  */
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -641,4 +642,39 @@ done:
     tok_free(t);
     inf_map_close(&mf);
     return st;
+}
+
+/* ---- any tokenizer file, recognized by content ---------------------------------- */
+
+static bool tl_has_suffix(const char *s, const char *suf) {
+    size_t n = strlen(s), k = strlen(suf);
+    return n >= k && strcmp(s + n - k, suf) == 0;
+}
+
+inf_status tok_load_file(const char *path, int vocab, tok_tokenizer **out, char **tmpl,
+                         inf_error *err) {
+    if (tmpl) *tmpl = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return inf_fail(err, INF_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    char head[64] = {0};
+    size_t n = fread(head, 1, sizeof head - 1, f);
+    fclose(f);
+    if (n >= 4 && memcmp(head, "GGUF", 4) == 0) {
+        gguf_file *g;
+        inf_status st = gguf_open(path, &g, err);
+        if (st) return st;
+        st = tok_load_gguf(g, out, err);
+        gguf_str t;
+        if (st == INF_OK && tmpl && gguf_get_str(g, "tokenizer.chat_template", &t, NULL) == INF_OK)
+            *tmpl = strndup(t.ptr, t.len);
+        gguf_close(g);
+        return st;
+    }
+    if (tl_has_suffix(path, ".json") || (n > 0 && head[0] == '{')) return tok_load_hf_json(path, out, err);
+    /* tiktoken: "<base64> <rank>" text lines */
+    bool text = n > 0;
+    for (size_t i = 0; i < n && text; i++)
+        text = (head[i] >= 0x20 && head[i] < 0x7f) || head[i] == '\n' || head[i] == '\r';
+    if (text) return tok_load_tiktoken(path, out, err);
+    return tok_load_llama2c(path, vocab, out, err);
 }

@@ -55,6 +55,13 @@ inf_status tok_load_tiktoken(const char *path, tok_tokenizer **out, inf_error *e
  * dummy prefix space, add BOS by default. */
 inf_status tok_load_llama2c(const char *path, int vocab_size, tok_tokenizer **out, inf_error *err);
 
+/* Any of the above, recognized by content: a GGUF (its tokenizer.* keys),
+ * tokenizer.json, Meta's tiktoken text, else a llama2.c .bin (which needs
+ * vocab_size). When tmpl is non-NULL and the file is a GGUF with a
+ * tokenizer.chat_template, *tmpl receives a malloc'd copy (else NULL). */
+inf_status tok_load_file(const char *path, int vocab_size, tok_tokenizer **out, char **tmpl,
+                         inf_error *err);
+
 void tok_free(tok_tokenizer *t);
 
 /* ---- queries ---------------------------------------------------------------------------- */

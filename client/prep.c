@@ -1,0 +1,521 @@
+/* prep.c — see prep.h. */
+#define _POSIX_C_SOURCE 200809L
+#include "prep.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bundle.h"
+#include "gguf.h"
+#include "model.h"
+#include "rotation.h"
+#include "safetensors.h"
+
+inf_status prep_parse_weights(const char *s, prep_weights *out, inf_error *err) {
+    static const char *names[] = {"f32", "f16", "bf16", "int4"};
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(s, names[i])) {
+            *out = (prep_weights)i;
+            return INF_OK;
+        }
+    return inf_fail(err, INF_E_ARG, "--weights '%s': expected f32, f16, bf16 or int4", s);
+}
+
+int prep_int4_group(int64_t in) {
+    for (int g = 128; g >= 32; g /= 2)
+        if (in % g == 0) return g;
+    return 0;
+}
+
+/* Quantizes one group on the grid given by (mn, mx); returns the squared
+ * error and fills q (one value per byte), the f16 scale and the zero. */
+static double quantize_group(const float *x, int g, float mn, float mx, uint8_t *q, uint16_t *sh_out,
+                             uint8_t *z_out) {
+    /* the grid must contain 0 and span [mn, mx] */
+    mn = fminf(mn, 0.0f);
+    mx = fmaxf(mx, 0.0f);
+    float s = (mx - mn) / 15.0f;
+    if (!(s > 0.0f)) s = 1.0f;
+    uint16_t sh = inf_f32_to_f16(s);
+    s = inf_f16_to_f32(sh); /* quantize against the scale that will be stored */
+    if (!(s > 0.0f) || !isfinite(s)) { /* f16 underflow/overflow: fall back */
+        sh = inf_f32_to_f16(1.0f);
+        s = 1.0f;
+    }
+    float zf = roundf(-mn / s);
+    int z = zf < 0 ? 0 : zf > 15 ? 15 : (int)zf;
+    double e2 = 0;
+    for (int j = 0; j < g; j++) {
+        float v = roundf(x[j] / s) + (float)z;
+        int qi = v < 0 ? 0 : v > 15 ? 15 : (int)v;
+        q[j] = (uint8_t)qi;
+        double e = (double)((float)(qi - z) * s) - x[j];
+        e2 += e * e;
+    }
+    *sh_out = sh;
+    *z_out = (uint8_t)z;
+    return e2;
+}
+
+void prep_quantize_row_int4(const float *w, int64_t in, int g, uint8_t *q, uint16_t *scales,
+                            uint8_t *zeros) {
+    memset(q, 0, (size_t)(in / 2));
+    uint8_t best_q[128], try_q[128];
+    for (int64_t k = 0; k < in / g; k++) {
+        const float *x = w + k * g;
+        float mn = x[0], mx = x[0];
+        for (int j = 1; j < g; j++) {
+            mn = fminf(mn, x[j]);
+            mx = fmaxf(mx, x[j]);
+        }
+        /* round-to-nearest on the full range, then shrink the range (clip the
+         * extremes) while that lowers the group's squared error */
+        uint16_t bs;
+        uint8_t bz;
+        double best = quantize_group(x, g, mn, mx, best_q, &bs, &bz);
+        for (int step = 1; step <= 10; step++) {
+            float a = 1.0f - 0.03f * (float)step;
+            uint16_t ts;
+            uint8_t tz;
+            double e = quantize_group(x, g, mn * a, mx * a, try_q, &ts, &tz);
+            if (e < best) {
+                best = e;
+                bs = ts;
+                bz = tz;
+                memcpy(best_q, try_q, (size_t)g);
+            }
+        }
+        scales[k] = bs;
+        zeros[k] = bz;
+        for (int j = 0; j < g; j++) {
+            int64_t e = k * g + j;
+            q[e / 2] |= (uint8_t)(e % 2 ? best_q[j] << 4 : best_q[j]);
+        }
+    }
+}
+
+/* ---- the work ------------------------------------------------------------------- */
+
+typedef struct {
+    uint8_t *q;
+    uint16_t *s;
+    uint8_t *z;
+    int parts_left; /* qweight, scales, zeros still to be written */
+} int4_cache;
+
+typedef struct {
+    const prep_opts *o;
+    inf_model *m;
+    float *Q; /* d x d rotation, or NULL */
+    int d;
+    int4_cache *cache; /* [n_layers * 7] */
+    int done, total;   /* progress */
+    const char *what;
+} prep_ctx;
+
+typedef struct {
+    prep_ctx *P;
+    int layer, which, part; /* part: 0 weight, 1 qweight, 2 scales, 3 zeros */
+} job;
+
+static void progress(prep_ctx *P, const char *what) {
+    P->done++;
+    if (!P->o->progress) return;
+    int pct = P->total ? 100 * P->done / P->total : 100;
+    if (isatty(STDERR_FILENO)) {
+        char bar[41];
+        int k = 40 * pct / 100;
+        for (int i = 0; i < 40; i++) bar[i] = i < k ? '#' : '.';
+        bar[40] = '\0';
+        fprintf(stderr, "\rprep: [%s] %3d%% %-28s", bar, pct, what);
+        if (P->done == P->total) fputc('\n', stderr);
+    } else if (P->done == P->total || (P->done * 10 / P->total) != ((P->done - 1) * 10 / P->total)) {
+        fprintf(stderr, "prep: %3d%% (%d/%d tensors)\n", pct, P->done, P->total);
+    }
+}
+
+/* Dequantized [rows, cols] f32 copy of a weight. */
+static float *to_f32(const inf_tensor *t) {
+    int64_t rows = inf_tensor_rows(t), cols = inf_tensor_cols(t);
+    float *w = malloc(sizeof(float) * (size_t)(rows * cols));
+    if (!w) return NULL;
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) inf_tensor_row_f32(t, r, w + r * cols);
+    return w;
+}
+
+/* The folded, rotated f32 weight of one linear. */
+static inf_status transformed(prep_ctx *P, int layer, int which, float **out, int64_t *rows,
+                              int64_t *cols, inf_error *err) {
+    inf_layer *L = &P->m->layers[layer];
+    const inf_tensor *t = inf_layer_linear(L, which);
+    *rows = inf_tensor_rows(t);
+    *cols = inf_tensor_cols(t);
+    float *w = to_f32(t);
+    if (!w) return inf_fail(err, INF_E_NOMEM, "prep: out of memory for blk.%d.%s", layer, inf_bundle_linear_names[which]);
+    const int d = P->d;
+    bool reads = which != 3 && which != 6; /* attn_output and ffn_down write the residual */
+    if (reads) {
+        const float *g = which <= 2 ? L->attn_norm : L->ffn_norm;
+        if (g)
+            for (int64_t r = 0; r < *rows; r++)
+                for (int j = 0; j < d; j++) w[r * d + j] *= g[j];
+    }
+    if (P->Q) {
+        float *c = malloc(sizeof(float) * (size_t)(*rows * *cols));
+        if (!c) {
+            free(w);
+            return inf_fail(err, INF_E_NOMEM, "prep: out of memory for blk.%d.%s", layer, inf_bundle_linear_names[which]);
+        }
+        if (reads) /* W Qᵀ: [out, d] x [d, d]ᵀ */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)*rows, d, d, 1.0f, w, d, P->Q, d,
+                        0.0f, c, d);
+        else /* Q W: [d, d] x [d, in] */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d, (int)*cols, d, 1.0f, P->Q, d, w,
+                        (int)*cols, 0.0f, c, (int)*cols);
+        free(w);
+        w = c;
+    }
+    *out = w;
+    return INF_OK;
+}
+
+static void convert(const float *w, size_t n, prep_weights wt, void *buf) {
+    if (wt == PREP_F32) {
+        memcpy(buf, w, n * sizeof(float));
+    } else {
+        uint16_t *h = buf;
+        for (size_t i = 0; i < n; i++) h[i] = wt == PREP_F16 ? inf_f32_to_f16(w[i]) : inf_f32_to_bf16(w[i]);
+    }
+}
+
+static inf_status produce_linear(void *user, void *buf, size_t nbytes, inf_error *err) {
+    job *J = user;
+    prep_ctx *P = J->P;
+    char name[64];
+    snprintf(name, sizeof name, "blk.%d.%s", J->layer, inf_bundle_linear_names[J->which]);
+    if (J->part == 0) {
+        float *w;
+        int64_t rows, cols;
+        inf_status st = transformed(P, J->layer, J->which, &w, &rows, &cols, err);
+        if (st) return st;
+        convert(w, (size_t)(rows * cols), P->o->weights, buf);
+        free(w);
+        progress(P, name);
+        return INF_OK;
+    }
+    int4_cache *C = &P->cache[J->layer * 7 + J->which];
+    if (!C->q) { /* first of the three parts: quantize the whole matrix */
+        float *w;
+        int64_t rows, cols;
+        inf_status st = transformed(P, J->layer, J->which, &w, &rows, &cols, err);
+        if (st) return st;
+        int g = prep_int4_group(cols);
+        C->q = malloc((size_t)(rows * cols / 2));
+        C->s = malloc(sizeof(uint16_t) * (size_t)(rows * (cols / g)));
+        C->z = malloc((size_t)(rows * (cols / g)));
+        if (!C->q || !C->s || !C->z) {
+            free(w);
+            return inf_fail(err, INF_E_NOMEM, "prep: out of memory quantizing %s", name);
+        }
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < rows; r++)
+            prep_quantize_row_int4(w + r * cols, cols, g, C->q + r * (cols / 2), C->s + r * (cols / g),
+                                   C->z + r * (cols / g));
+        free(w);
+        C->parts_left = 3;
+        progress(P, name);
+    }
+    memcpy(buf, J->part == 1 ? (void *)C->q : J->part == 2 ? (void *)C->s : (void *)C->z, nbytes);
+    if (--C->parts_left == 0) {
+        free(C->q);
+        free(C->s);
+        free(C->z);
+        C->q = NULL;
+        C->s = NULL;
+        C->z = NULL;
+    }
+    return INF_OK;
+}
+
+typedef struct {
+    prep_ctx *P;
+    const inf_tensor *t;
+    const float *gain; /* fold this per-column gain in (lm_head) */
+    inf_dtype dtype;
+} client_job;
+
+static inf_status produce_client(void *user, void *buf, size_t nbytes, inf_error *err) {
+    client_job *J = user;
+    int64_t rows = inf_tensor_rows(J->t), cols = inf_tensor_cols(J->t);
+    float *row = malloc(sizeof(float) * (size_t)cols);
+    if (!row) return inf_fail(err, INF_E_NOMEM, "prep: out of memory");
+    for (int64_t r = 0; r < rows; r++) {
+        inf_tensor_row_f32(J->t, r, row);
+        if (J->gain)
+            for (int64_t j = 0; j < cols; j++) row[j] *= J->gain[j];
+        if (J->dtype == INF_DT_F32) memcpy((float *)buf + r * cols, row, sizeof(float) * (size_t)cols);
+        else
+            for (int64_t j = 0; j < cols; j++) ((uint16_t *)buf)[r * cols + j] = inf_f32_to_f16(row[j]);
+    }
+    free(row);
+    progress(J->P, J->gain ? "output.weight" : "token_embd.weight");
+    return INF_OK;
+}
+
+/* Tied when lm_head is the embedding table: the same view, or equal values. */
+static bool is_tied(const inf_model *m) {
+    if (m->cfg.tied_embeddings || m->lm_head.data == m->tok_embd.data) return true;
+    if (m->lm_head.dtype != m->tok_embd.dtype) {
+        /* compare values row by row */
+        int64_t rows = inf_tensor_rows(&m->tok_embd), cols = inf_tensor_cols(&m->tok_embd);
+        float *a = malloc(sizeof(float) * (size_t)cols), *b = malloc(sizeof(float) * (size_t)cols);
+        bool same = a && b;
+        for (int64_t r = 0; same && r < rows; r++) {
+            inf_tensor_row_f32(&m->tok_embd, r, a);
+            inf_tensor_row_f32(&m->lm_head, r, b);
+            same = memcmp(a, b, sizeof(float) * (size_t)cols) == 0;
+        }
+        free(a);
+        free(b);
+        return same;
+    }
+    return m->lm_head.nbytes == m->tok_embd.nbytes &&
+           memcmp(m->lm_head.data, m->tok_embd.data, m->lm_head.nbytes) == 0;
+}
+
+static inf_status mkdir_p(const char *path, mode_t mode, inf_error *err) {
+    if (mkdir(path, mode) == 0 || errno == EEXIST) {
+        struct stat sb;
+        if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) return INF_OK;
+        return inf_fail(err, INF_E_IO, "%s: exists and is not a directory", path);
+    }
+    return inf_fail(err, INF_E_IO, "%s: cannot create directory: %s", path, strerror(errno));
+}
+
+static inf_status copy_file(const char *from, const char *to, inf_error *err) {
+    FILE *a = fopen(from, "rb");
+    if (!a) return inf_fail(err, INF_E_IO, "%s: cannot open: %s", from, strerror(errno));
+    char tmp[2100];
+    snprintf(tmp, sizeof tmp, "%s.tmp", to);
+    FILE *b = fopen(tmp, "wb");
+    if (!b) {
+        fclose(a);
+        return inf_fail(err, INF_E_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    }
+    char buf[1 << 16];
+    size_t n;
+    bool ok = true;
+    while (ok && (n = fread(buf, 1, sizeof buf, a)) > 0) ok = fwrite(buf, 1, n, b) == n;
+    ok = ok && !ferror(a) && fflush(b) == 0 && fsync(fileno(b)) == 0;
+    fclose(a);
+    if (fclose(b) != 0) ok = false;
+    if (!ok || rename(tmp, to) != 0) {
+        unlink(tmp);
+        return inf_fail(err, INF_E_IO, "%s: cannot write", to);
+    }
+    return INF_OK;
+}
+
+/* The source's tokenizer, carried into the client bundle. */
+static inf_status write_tokenizer(const prep_opts *o, const inf_model *m, const char *cdir, inf_error *err) {
+    const char *src = o->tokenizer;
+    char path[2048], guess[2048];
+    if (!src) {
+        if (m->source == INF_SRC_GGUF) src = o->model;
+        else if (m->source == INF_SRC_SAFETENSORS || m->source == INF_SRC_AWQ) {
+            struct stat sb;
+            if (stat(o->model, &sb) == 0 && S_ISDIR(sb.st_mode)) snprintf(guess, sizeof guess, "%s/tokenizer.json", o->model);
+            else {
+                const char *sl = strrchr(o->model, '/');
+                snprintf(guess, sizeof guess, "%.*s/tokenizer.json", sl ? (int)(sl - o->model) : 1, sl ? o->model : ".");
+            }
+            src = guess;
+        } else {
+            return inf_fail(err, INF_E_NOTFOUND, "%s: this checkpoint carries no tokenizer; pass --tokenizer PATH", o->model);
+        }
+    }
+    FILE *f = fopen(src, "rb");
+    if (!f) return inf_fail(err, INF_E_IO, "%s: cannot open tokenizer: %s", src, strerror(errno));
+    char head[8] = {0};
+    size_t n = fread(head, 1, sizeof head, f);
+    fclose(f);
+    if (n >= 4 && !memcmp(head, "GGUF", 4)) {
+        gguf_file *g;
+        inf_status st = gguf_open(src, &g, err);
+        if (st) return st;
+        snprintf(path, sizeof path, "%s/tokenizer.gguf", cdir);
+        st = gguf_write_kv_subset(g, "tokenizer.", path, err);
+        gguf_close(g);
+        return st;
+    }
+    const char *name = head[0] == '{' ? "tokenizer.json" : "tokenizer.bin";
+    if (head[0] != '{') { /* tiktoken text vs llama2.c binary */
+        bool text = n > 0;
+        for (size_t i = 0; i < n && text; i++) text = (head[i] >= 0x20 && head[i] < 0x7f) || head[i] == '\n';
+        if (text) name = "tokenizer.model";
+    }
+    snprintf(path, sizeof path, "%s/%s", cdir, name);
+    return copy_file(src, path, err);
+}
+
+inf_status prep_run(const prep_opts *o, inf_error *err) {
+    inf_model *m = NULL;
+    inf_status st = inf_model_load(o->model, &m, err);
+    if (st) return st;
+    prep_ctx P = {.o = o, .m = m, .d = m->cfg.dim};
+    st_writer *sw = NULL, *cw = NULL;
+    job *jobs = NULL;
+    client_job cj[2];
+    char *cfg_json = NULL;
+    rot_seed seed;
+    char fp[72] = "none";
+    char sdir[2048], cdir[2048], path[2100];
+    snprintf(sdir, sizeof sdir, "%s/server", o->out);
+    snprintf(cdir, sizeof cdir, "%s/client", o->out);
+
+    if (!m->layers || !m->tok_embd.data || !m->lm_head.data) {
+        st = inf_fail(err, INF_E_ARG, "%s: prep needs a full checkpoint (this one has no layers or no embeddings)", o->model);
+        goto done;
+    }
+    if (o->weights == PREP_INT4) {
+        for (int l = 0; l < m->cfg.n_layers; l++)
+            for (int i = 0; i < 7; i++) {
+                int64_t in = inf_tensor_cols(inf_layer_linear(&m->layers[l], i));
+                if (!prep_int4_group(in)) {
+                    st = inf_fail(err, INF_E_UNSUPPORTED, "--weights int4: blk.%d.%s has %lld inputs, not a multiple of 32",
+                                  l, inf_bundle_linear_names[i], (long long)in);
+                    goto done;
+                }
+            }
+    }
+    /* Never overwrite a prepared model: its seed is the only key to its
+     * server bundle. Checked before anything is written. */
+    snprintf(path, sizeof path, "%s/%s", cdir, INF_BUNDLE_SEED_FILE);
+    if (access(path, F_OK) == 0) {
+        st = inf_fail(err, INF_E_ARG, "%s already holds a prepared model (%s exists); remove it or choose another --out",
+                      o->out, path);
+        goto done;
+    }
+    if ((st = mkdir_p(o->out, 0755, err)) || (st = mkdir_p(sdir, 0755, err)) || (st = mkdir_p(cdir, 0700, err)))
+        goto done;
+    if (o->rotate) {
+        if ((st = rot_seed_generate(&seed, err))) goto done;
+        if ((st = rot_matrix(&seed, P.d, &P.Q, err))) goto done;
+        if ((st = rot_fingerprint(&seed, P.d, fp, err))) goto done;
+    }
+    m->cfg.tied_embeddings = is_tied(m);
+    if (!(cfg_json = inf_config_to_json(&m->cfg))) {
+        st = inf_fail(err, INF_E_NOMEM, "prep: out of memory");
+        goto done;
+    }
+    static const char *wnames[] = {"f32", "f16", "bf16", "int4"};
+
+    /* server bundle */
+    int nl = m->cfg.n_layers;
+    P.cache = calloc((size_t)nl * 7, sizeof *P.cache);
+    jobs = calloc((size_t)nl * 7 * 3, sizeof *jobs);
+    if (!P.cache || !jobs || (st = st_writer_new(&sw, err))) {
+        if (!st) st = inf_fail(err, INF_E_NOMEM, "prep: out of memory");
+        goto done;
+    }
+    P.total = nl * 7 + (m->cfg.tied_embeddings ? 1 : 2); /* server linears + client tensors */
+    int nj = 0;
+    for (int l = 0; l < nl && !st; l++)
+        for (int i = 0; i < 7 && !st; i++) {
+            const inf_tensor *t = inf_layer_linear(&m->layers[l], i);
+            int64_t rows = inf_tensor_rows(t), cols = inf_tensor_cols(t);
+            char name[96];
+            if (o->weights != PREP_INT4) {
+                inf_dtype dt = o->weights == PREP_F32 ? INF_DT_F32 : o->weights == PREP_F16 ? INF_DT_F16 : INF_DT_BF16;
+                size_t es = dt == INF_DT_F32 ? 4 : 2;
+                int64_t shape[2] = {rows, cols};
+                jobs[nj] = (job){&P, l, i, 0};
+                snprintf(name, sizeof name, "blk.%d.%s.weight", l, inf_bundle_linear_names[i]);
+                st = st_writer_add_lazy(sw, name, dt, 2, shape, (size_t)(rows * cols) * es, produce_linear, &jobs[nj++], err);
+            } else {
+                int g = prep_int4_group(cols);
+                static const char *parts[] = {"", "qweight", "scales", "zeros"};
+                for (int p = 1; p <= 3 && !st; p++) {
+                    int64_t shape[2] = {rows, p == 1 ? cols / 2 : cols / g};
+                    inf_dtype dt = p == 2 ? INF_DT_F16 : INF_DT_U8;
+                    size_t nb = (size_t)(shape[0] * shape[1]) * (p == 2 ? 2 : 1);
+                    jobs[nj] = (job){&P, l, i, p};
+                    snprintf(name, sizeof name, "blk.%d.%s.%s", l, inf_bundle_linear_names[i], parts[p]);
+                    st = st_writer_add_lazy(sw, name, dt, 2, shape, nb, produce_linear, &jobs[nj++], err);
+                }
+            }
+        }
+    int64_t half = m->cfg.head_dim / 2;
+    if (!st) st = st_writer_add(sw, "rope.inv_freq", INF_DT_F32, 1, &half, m->rope_inv_freq, sizeof(float) * (size_t)half, err);
+    char ver[16];
+    snprintf(ver, sizeof ver, "%d", INF_BUNDLE_VERSION);
+    if (!st) st = st_writer_meta(sw, "format", INF_BUNDLE_SERVER_FORMAT, err);
+    if (!st) st = st_writer_meta(sw, "format_version", ver, err);
+    if (!st) st = st_writer_meta(sw, "config", cfg_json, err);
+    if (!st) st = st_writer_meta(sw, "rotation", fp, err);
+    if (!st) st = st_writer_meta(sw, "weights", wnames[o->weights], err);
+    if (!st) st = st_writer_meta(sw, "norms_folded", "true", err);
+    snprintf(path, sizeof path, "%s/%s", sdir, INF_BUNDLE_SERVER_FILE);
+    if (!st) st = st_writer_write(sw, path, err);
+    if (st) goto done;
+
+    /* client bundle: embeddings, lm_head (or the final gain when tied), tokenizer, seed */
+    if ((st = st_writer_new(&cw, err))) goto done;
+    inf_dtype cdt = o->weights == PREP_F32 ? INF_DT_F32 : INF_DT_F16;
+    size_t ces = cdt == INF_DT_F32 ? 4 : 2;
+    int64_t eshape[2] = {m->cfg.vocab_size, m->cfg.dim};
+    size_t ebytes = (size_t)(eshape[0] * eshape[1]) * ces;
+    cj[0] = (client_job){&P, &m->tok_embd, NULL, cdt};
+    st = st_writer_add_lazy(cw, "token_embd.weight", cdt, 2, eshape, ebytes, produce_client, &cj[0], err);
+    int64_t dshape = m->cfg.dim;
+    if (!st && m->cfg.tied_embeddings) {
+        if (m->out_norm)
+            st = st_writer_add(cw, "output_norm.weight", INF_DT_F32, 1, &dshape, m->out_norm, sizeof(float) * (size_t)m->cfg.dim, err);
+        else {
+            float *one = inf_model_alloc(m, sizeof(float) * (size_t)m->cfg.dim);
+            if (!one) st = inf_fail(err, INF_E_NOMEM, "prep: out of memory");
+            for (int j = 0; !st && j < m->cfg.dim; j++) one[j] = 1.0f;
+            if (!st) st = st_writer_add(cw, "output_norm.weight", INF_DT_F32, 1, &dshape, one, sizeof(float) * (size_t)m->cfg.dim, err);
+        }
+    } else if (!st) {
+        cj[1] = (client_job){&P, &m->lm_head, m->out_norm, cdt};
+        st = st_writer_add_lazy(cw, "output.weight", cdt, 2, eshape, ebytes, produce_client, &cj[1], err);
+    }
+    if (!st) st = st_writer_meta(cw, "format", INF_BUNDLE_CLIENT_FORMAT, err);
+    if (!st) st = st_writer_meta(cw, "format_version", ver, err);
+    if (!st) st = st_writer_meta(cw, "config", cfg_json, err);
+    if (!st) st = st_writer_meta(cw, "rotation", fp, err);
+    snprintf(path, sizeof path, "%s/%s", cdir, INF_BUNDLE_CLIENT_FILE);
+    if (!st) st = st_writer_write(cw, path, err);
+    if (!st) st = write_tokenizer(o, m, cdir, err);
+    if (!st && o->rotate) {
+        snprintf(path, sizeof path, "%s/%s", cdir, INF_BUNDLE_SEED_FILE);
+        st = rot_seed_write(path, &seed, err);
+    }
+    if (!st && o->progress)
+        fprintf(stderr, "prep: wrote %s (weights %s, %s) and %s (tied embeddings: %s)\n", sdir, wnames[o->weights],
+                o->rotate ? "rotated" : "not rotated", cdir, m->cfg.tied_embeddings ? "yes, one copy" : "no");
+done:
+    rot_seed_wipe(&seed);
+    if (P.Q) rot_matrix_free(P.Q, P.d);
+    if (P.cache)
+        for (int i = 0; i < m->cfg.n_layers * 7; i++) {
+            free(P.cache[i].q);
+            free(P.cache[i].s);
+            free(P.cache[i].z);
+        }
+    free(P.cache);
+    free(jobs);
+    free(cfg_json);
+    st_writer_free(sw);
+    st_writer_free(cw);
+    inf_model_free(m);
+    return st;
+}
