@@ -51,7 +51,32 @@ expect_fail "truncated checkpoint" "$tmp/trunc.bin" run --model "$tmp/trunc.bin"
 expect_fail "llama2.c model without a tokenizer" "--tokenizer" run --model "$ASSETS/stories260K/stories260K.bin" --prompt hi
 expect_fail "unknown command" "frob" frob
 
-# 3. SmolLM2 answers a chat question (the README's first command)
+# 3. prep + the cloaked split run: the same text through rotated bundles
+ST="$ASSETS/stories260K"
+if "$BIN" prep --model "$ST/stories260K.bin" --tokenizer "$ST/tok512.bin" --out "$tmp/p" --weights f32 --quiet 2>"$tmp/prep.err"; then
+  "$BIN" run --client-bundle "$tmp/p/client" --server-bundle "$tmp/p/server" --prompt "" --temperature 0 \
+    --max-tokens 200 >"$tmp/split.txt" 2>"$tmp/split.err"
+  if cmp -s "$tmp/split.txt" "$ST/expected_greedy_200.txt"; then
+    ok "prep f32 + split run reproduces llama2.c's greedy text byte for byte"
+  else
+    bad "split run output differs from expected_greedy_200.txt"; cat "$tmp/split.err"
+  fi
+  [ "$(stat -c %a "$tmp/p/client/secret.key")" = 600 ] && ok "secret.key is mode 600" || bad "secret.key mode is not 600"
+  "$BIN" prep --model "$ST/stories260K.bin" --tokenizer "$ST/tok512.bin" --out "$tmp/q" --weights f16 --quiet 2>/dev/null
+  expect_fail "client and server from different preps" "different preps" run --client-bundle "$tmp/p/client" --server-bundle "$tmp/q/server" --prompt hi
+  expect_fail "prep over an existing prepared model" "already holds a prepared model" prep --model "$ST/stories260K.bin" --tokenizer "$ST/tok512.bin" --out "$tmp/p"
+  "$BIN" run --client-bundle "$tmp/p/client" --server-bundle "$tmp/p/server" --prompt "Once" --temperature 0 \
+    --max-tokens 8 --dp-epsilon 4 --dp-delta 1e-5 >/dev/null 2>"$tmp/dp.err"
+  grep -q "noise sigma" "$tmp/dp.err" && ok "--dp-epsilon prints the sigma it uses" || { bad "no sigma printed for --dp-epsilon"; cat "$tmp/dp.err"; }
+else
+  bad "prep of stories260K failed"; cat "$tmp/prep.err"
+fi
+expect_fail "int4 prep of a model whose widths are not multiples of 32" "not a multiple of 32" prep --model "$ST/stories260K.bin" --tokenizer "$ST/tok512.bin" --out "$tmp/i4" --weights int4
+expect_fail "prep without --out" "--out" prep --model "$ST/stories260K.bin"
+expect_fail "unknown --weights" "--weights" prep --model "$ST/stories260K.bin" --out "$tmp/w" --weights int3
+expect_fail "noise without the split path" "split path" run --model "$ST/stories260K.bin" --tokenizer "$ST/tok512.bin" --prompt hi --noise-sigma 0.1
+
+# 4. SmolLM2 answers a chat question (the README's first command)
 if [ -n "$SMOL" ] && [ -f "$SMOL" ]; then
   "$BIN" run --model "$SMOL" --chat --prompt "What is the capital of France?" --temperature 0 \
     --max-tokens 48 >"$tmp/smol.txt" 2>"$tmp/smol.err"
