@@ -98,13 +98,15 @@ int main(int argc, char **argv) {
     char tmpl[] = "/tmp/inf-quality-XXXXXX";
     char *dir = mkdtemp(tmpl);
     static const char *wn[] = {"f32", "f16", "bf16", "int4"};
-    double agree[5], ppl[5];
+    double agree[6], ppl[6];
     rot_ctx keep_rot;
     bool have_rot = false;
-    for (int w = 0; w < 4; w++) {
+    for (int w = 0; w < 5; w++) { /* f32, f16, bf16, int4, then int4 without rotation */
         char out[256], cdir[300], sdir[300], key[400];
-        snprintf(out, sizeof out, "%s/%s", dir, wn[w]);
-        prep_opts o = {.model = model, .out = out, .weights = (prep_weights)w, .rotate = true, .progress = false};
+        bool rotate = w < 4;
+        prep_weights wt = w < 4 ? (prep_weights)w : PREP_INT4;
+        snprintf(out, sizeof out, "%s/%s%s", dir, wn[wt], rotate ? "" : "-norot");
+        prep_opts o = {.model = model, .out = out, .weights = wt, .rotate = rotate, .progress = false};
         if (prep_run(&o, &err)) die("prep", &err);
         snprintf(cdir, sizeof cdir, "%s/client", out);
         snprintf(sdir, sizeof sdir, "%s/server", out);
@@ -115,21 +117,23 @@ int main(int argc, char **argv) {
         rot_seed seed;
         rot_ctx rot;
         cloak_ctx ck;
-        if (rot_seed_read(key, &seed, &err) || rot_ctx_init(&rot, &seed, m->cfg.dim, false, &err) ||
-            cloak_init(&ck, &rot, 0.0, &err))
+        if (rotate && (rot_seed_read(key, &seed, &err) || rot_ctx_init(&rot, &seed, m->cfg.dim, false, &err) ||
+                       cloak_init(&ck, &rot, 0.0, &err)))
             die("rotation", &err);
         inf_kv skv;
         if (inf_kv_init(&skv, &sm->cfg, n + 8, &err)) die("kv", &err);
-        inf_split_layers sl = {sm, &skv, &ck};
+        inf_split_layers sl = {sm, &skv, rotate ? &ck : NULL};
         inf_gen sg = {cm, inf_split_layers_fn, &sl, 256};
         if (inf_teacher_force(&sg, ids, n, top, lp, &err)) die("split", &err);
         agree[w] = inf_agreement(top, ref, positions);
         ppl[w] = inf_perplexity(lp, positions);
         inf_kv_free(&skv);
-        cloak_free(&ck);
-        if (w == 0 && rot_ctx_init(&keep_rot, &seed, m->cfg.dim, false, &err) == INF_OK) have_rot = true;
-        rot_seed_wipe(&seed);
-        rot_ctx_free(&rot);
+        if (rotate) {
+            cloak_free(&ck);
+            if (w == 0 && rot_ctx_init(&keep_rot, &seed, m->cfg.dim, false, &err) == INF_OK) have_rot = true;
+            rot_seed_wipe(&seed);
+            rot_ctx_free(&rot);
+        }
         inf_model_free(cm);
         inf_model_free(sm);
         char cmd[600];
@@ -144,21 +148,22 @@ int main(int argc, char **argv) {
     mistake_ctx mc = {m, &mkv, &keep_rot};
     inf_gen mg = {m, mistake_fn, &mc, 256};
     if (inf_teacher_force(&mg, ids, n, top, lp, &err)) die("mistake", &err);
-    agree[4] = inf_agreement(top, ref, positions);
-    ppl[4] = inf_perplexity(lp, positions);
+    agree[5] = inf_agreement(top, ref, positions);
+    ppl[5] = inf_perplexity(lp, positions);
 
     const char *name = strrchr(model, '/') ? strrchr(model, '/') + 1 : model;
     printf("%s, %d teacher-forced positions of %s\n", name, positions, text);
     printf("| path | top-1 agreement with the plain model | perplexity |\n|---|---|---|\n");
     printf("| plain model | 100.0%% | %.3f |\n", ppl_ref);
     static const char *rows[] = {"prep --weights f32", "prep --weights f16", "prep --weights bf16",
-                                 "prep --weights int4 (g=128/64)", "original weights on rotated input"};
-    for (int r = 0; r < 5; r++) printf("| %s | %.1f%% | %.3f |\n", rows[r], 100 * agree[r], ppl[r]);
+                                 "prep --weights int4 (g=128/64)", "prep --weights int4 --no-rotate",
+                                 "original weights on rotated input"};
+    for (int r = 0; r < 6; r++) printf("| %s | %.1f%% | %.3f |\n", rows[r], 100 * agree[r], ppl[r]);
     if (json) {
         FILE *o = fopen(json, "w");
         if (!o) { fprintf(stderr, "quality: cannot write %s\n", json); return 1; }
         fprintf(o, "{\"model\": \"%s\", \"positions\": %d, \"plain_perplexity\": %.4f, \"rows\": [", name, positions, ppl_ref);
-        for (int r = 0; r < 5; r++)
+        for (int r = 0; r < 6; r++)
             fprintf(o, "%s{\"path\": \"%s\", \"top1_agreement\": %.4f, \"perplexity\": %.4f}", r ? ", " : "", rows[r],
                     agree[r], ppl[r]);
         fprintf(o, "]}\n");
