@@ -16,6 +16,8 @@ const char *inf_strstatus(inf_status st) {
     case INF_E_ARG: return "invalid argument";
     case INF_E_NOTFOUND: return "not found";
     case INF_E_RANGE: return "out of range";
+    case INF_E_AUTH: return "authentication failed";
+    case INF_E_BUSY: return "busy";
     default: return "unknown error";
     }
 }

@@ -20,6 +20,8 @@ typedef enum {
     INF_E_ARG,         /* bad argument from the user or caller */
     INF_E_NOTFOUND,    /* a required key, tensor or file is missing */
     INF_E_RANGE,       /* a value is out of its allowed range (sizes, ids) */
+    INF_E_AUTH,        /* authentication failed: wrong key, tampered or replayed data */
+    INF_E_BUSY,        /* temporarily unable (overloaded, locked); the caller may retry */
     INF_E__COUNT
 } inf_status;
 
