@@ -21,6 +21,13 @@
 
 typedef struct inf_handler inf_handler;
 
+/* Loads the server bundle in server_bundle_dir (model weights, worker key,
+ * KV store settings from the environment) and makes a handler. Slow (the
+ * model loads here); front doors report "loading" until it returns. */
+inf_status inf_handler_create(const char *server_bundle_dir, inf_handler **out, inf_error *err);
+/* Frees the handler (no inf_handle call may be running). NULL is a no-op. */
+void inf_handler_destroy(inf_handler *h);
+
 /* Reply JSON (malloc'd; caller frees). */
 char *inf_handle(inf_handler *h, const char *input_json, size_t len, int *http_status);
 
