@@ -19,14 +19,20 @@ inf_status inf_local_layers_fn(void *ctx, float *x, int n, int pos, inf_error *e
     return cpu_forward(l->model, (inf_kv *)l->kv, x, n, pos, err);
 }
 
+inf_status inf_cloaked_layers_fn(void *ctx, float *x, int n, int pos, inf_error *err) {
+    inf_cloaked_layers *c = ctx;
+    inf_status st;
+    if (c->cloak && (st = cloak_states(c->cloak, x, (size_t)n, c->dim, err))) return st;
+    if ((st = c->inner(c->inner_ctx, x, n, pos, err))) return st;
+    if (c->cloak && (st = uncloak_states(c->cloak, x, (size_t)n, c->dim, err))) return st;
+    return INF_OK;
+}
+
 inf_status inf_split_layers_fn(void *ctx, float *x, int n, int pos, inf_error *err) {
     inf_split_layers *s = ctx;
-    const int d = s->server->cfg.dim;
-    inf_status st;
-    if (s->cloak && (st = cloak_states(s->cloak, x, (size_t)n, d, err))) return st;
-    if ((st = cpu_forward(s->server, (inf_kv *)s->kv, x, n, pos, err))) return st;
-    if (s->cloak && (st = uncloak_states(s->cloak, x, (size_t)n, d, err))) return st;
-    return INF_OK;
+    inf_local_layers local = {s->server, s->kv};
+    inf_cloaked_layers c = {inf_local_layers_fn, &local, s->cloak, s->server->cfg.dim};
+    return inf_cloaked_layers_fn(&c, x, n, pos, err);
 }
 
 inf_status inf_generate(const inf_gen *g, int *pos, const int32_t *prompt, int n_prompt,

@@ -68,4 +68,14 @@ typedef struct {
 } inf_split_layers;
 inf_status inf_split_layers_fn(void *ctx, float *x, int n, int pos, inf_error *err);
 
+/* The general form: cloak, any inner layers function (a remote worker, or
+ * the local CPU backend), uncloak. */
+typedef struct {
+    inf_layers_fn inner;
+    void *inner_ctx;
+    void *cloak; /* cloak_ctx* or NULL */
+    int dim;
+} inf_cloaked_layers;
+inf_status inf_cloaked_layers_fn(void *ctx, float *x, int n, int pos, inf_error *err);
+
 #endif

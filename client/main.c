@@ -18,6 +18,7 @@
 #include "chat.h"
 #include "cloak.h"
 #include "generate.h"
+#include "keygen.h"
 #include "gguf.h"
 #include "kv.h"
 #include "model.h"
@@ -25,6 +26,7 @@
 #include "rotation.h"
 #include "sample.h"
 #include "tokenizer.h"
+#include "transport.h"
 
 #define INF_VERSION "0.1.0"
 
@@ -36,6 +38,8 @@ static void usage(FILE *f) {
             "  run    generate text locally on the CPU (a checkpoint, or a prepared\n"
             "         client + server bundle pair)\n"
             "  prep   split a checkpoint into a client bundle and a rotated server bundle\n"
+            "  keygen make the worker's key pair\n"
+            "  generate, chat  generate through a remote worker (infemeral-worker)\n"
             "\n"
             "infemeral run --model PATH [--tokenizer PATH] [--prompt TEXT] [--chat]\n"
             "              [--system TEXT] [--max-tokens N] [--temperature T] [--top-k K]\n"
@@ -70,12 +74,24 @@ static void usage(FILE *f) {
             "infemeral prep --model PATH --out DIR [--tokenizer PATH]\n"
             "               [--weights f32|f16|bf16|int4] [--no-rotate] [--quiet]\n"
             "  writes DIR/client (embeddings, lm_head, tokenizer, secret.key) and\n"
-            "  DIR/server (norm-folded, rotated layers; int4 = group-wise, g=128)\n");
+            "  DIR/server (norm-folded, rotated layers; int4 = group-wise, g=128)\n"
+            "\n"
+            "infemeral keygen --out DIR      DIR/worker.key (0600) and DIR/worker.pub\n"
+            "\n"
+            "infemeral generate --client-bundle DIR/client (--endpoint URL | --runpod ID)\n"
+            "                   --worker-pub FILE --prompt TEXT [sampling options]\n"
+            "infemeral chat     (the same connection options) [--prompt TEXT]\n"
+            "  only sealed, cloaked hidden states leave this machine; --endpoint is a\n"
+            "  dev server or load-balancer URL (bearer token from $INFEMERAL_API_KEY),\n"
+            "  --runpod a RunPod endpoint id ($RUNPOD_API_KEY, $RUNPOD_ENDPOINT_BASE_URL)\n"
+            "  --wire-dtype f16|bf16|f32 the states on the wire (default f16)\n");
 }
 
 typedef struct {
     const char *model, *tokenizer, *prompt, *system;
     const char *client_bundle, *server_bundle;
+    const char *endpoint, *runpod, *worker_pub, *wire_dtype; /* generate / chat: the remote worker */
+    bool remote;
     float noise_sigma, dp_epsilon, dp_delta; /* < 0: not given */
     bool chat, no_bos, quiet;
     int max_tokens, ctx, threads;
@@ -106,9 +122,9 @@ static int parse_float(const char *opt, const char *v, float *out) {
     return 0;
 }
 
-static int parse_run(int argc, char **argv, run_opts *o) {
+static int parse_run(int argc, char **argv, run_opts *o, bool remote, bool chat) {
     *o = (run_opts){.max_tokens = 256, .ctx = 0, .threads = 0, .sp = inf_sampler_defaults(),
-                    .noise_sigma = -1, .dp_epsilon = -1, .dp_delta = -1};
+                    .noise_sigma = -1, .dp_epsilon = -1, .dp_delta = -1, .remote = remote, .chat = chat};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -125,6 +141,10 @@ static int parse_run(int argc, char **argv, run_opts *o) {
         else if (!strcmp(a, "--system")) { NEEDV o->system = v; }
         else if (!strcmp(a, "--client-bundle")) { NEEDV o->client_bundle = v; }
         else if (!strcmp(a, "--server-bundle")) { NEEDV o->server_bundle = v; }
+        else if (o->remote && !strcmp(a, "--endpoint")) { NEEDV o->endpoint = v; }
+        else if (o->remote && !strcmp(a, "--runpod")) { NEEDV o->runpod = v; }
+        else if (o->remote && !strcmp(a, "--worker-pub")) { NEEDV o->worker_pub = v; }
+        else if (o->remote && !strcmp(a, "--wire-dtype")) { NEEDV o->wire_dtype = v; }
         else if (!strcmp(a, "--noise-sigma")) { NEEDV if (parse_float(a, v, &o->noise_sigma)) return -1; }
         else if (!strcmp(a, "--dp-epsilon")) { NEEDV if (parse_float(a, v, &o->dp_epsilon)) return -1; }
         else if (!strcmp(a, "--dp-delta")) { NEEDV if (parse_float(a, v, &o->dp_delta)) return -1; }
@@ -156,6 +176,25 @@ static int parse_run(int argc, char **argv, run_opts *o) {
             return -1;
         }
 #undef NEEDV
+    }
+    if (o->remote) {
+        if (!o->client_bundle || o->server_bundle || o->model) {
+            fprintf(stderr, "infemeral: generate and chat take --client-bundle DIR (the server bundle lives on the worker)\n");
+            return -1;
+        }
+        if (!o->endpoint == !o->runpod) {
+            fprintf(stderr, "infemeral: give exactly one of --endpoint URL and --runpod ENDPOINT_ID\n");
+            return -1;
+        }
+        if (!o->worker_pub) {
+            fprintf(stderr, "infemeral: --worker-pub FILE (the worker's public key, from infemeral keygen) is required\n");
+            return -1;
+        }
+        if (!o->prompt && !o->chat) {
+            fprintf(stderr, "infemeral generate: --prompt TEXT is required\n");
+            return -1;
+        }
+        return 0;
     }
     bool split = o->client_bundle || o->server_bundle;
     if (split && !(o->client_bundle && o->server_bundle)) {
@@ -406,12 +445,13 @@ static int cmd_prep(int argc, char **argv) {
     return 0;
 }
 
-static int cmd_run(int argc, char **argv) {
+static int cmd_run(int argc, char **argv, bool remote, bool chat) {
     run_opts o;
-    if (parse_run(argc, argv, &o)) return 2;
+    if (parse_run(argc, argv, &o, remote, chat)) return 2;
     if (o.threads > 0) omp_set_num_threads(o.threads);
     inf_error err = {{0}};
     inf_model *m = NULL, *sm = NULL; /* sm: the server bundle in the split path */
+    inf_remote *remote_s = NULL;     /* generate / chat: the worker session */
     rot_ctx rot;
     cloak_ctx cloak;
     bool have_rot = false, have_cloak = false;
@@ -430,6 +470,21 @@ static int cmd_run(int argc, char **argv) {
 
     if (o.model) {
         if ((st = inf_model_load(o.model, &m, &err))) goto fail;
+    } else if (o.remote) {
+        if ((st = inf_model_load_client_bundle(o.client_bundle, &m, &err))) goto fail;
+        if ((st = split_setup(&o, m, &rot, &cloak, &have_rot, &have_cloak, &err))) goto fail;
+        inf_remote_opts ro;
+        inf_remote_opts_init(&ro);
+        ro.endpoint = o.endpoint;
+        ro.runpod_id = o.runpod;
+        ro.api_key = getenv(o.runpod ? "RUNPOD_API_KEY" : "INFEMERAL_API_KEY");
+        if (o.runpod && (!ro.api_key || !*ro.api_key)) {
+            st = inf_fail(&err, INF_E_ARG, "--runpod needs RUNPOD_API_KEY in the environment");
+            goto fail;
+        }
+        if (o.wire_dtype && (st = wire_dtype_parse(o.wire_dtype, "--wire-dtype", &ro.dtype, &err))) goto fail;
+        if ((st = keys_read_public(o.worker_pub, &ro.worker_pub, &err))) goto fail;
+        if ((st = inf_remote_open(&ro, m->cfg.dim, &remote_s, &err))) goto fail;
     } else {
         if ((st = inf_model_load_client_bundle(o.client_bundle, &m, &err))) goto fail;
         if ((st = inf_model_load_server_bundle(o.server_bundle, &sm, &err))) goto fail;
@@ -453,9 +508,13 @@ static int cmd_run(int argc, char **argv) {
     inf_local_layers local = {m, &kv};
     inf_split_layers splitl = {sm, &kv, have_cloak ? &cloak : NULL};
     inf_gen g = {m, inf_local_layers_fn, &local, 256};
+    inf_cloaked_layers remotel = {inf_remote_layers_fn, remote_s, have_cloak ? &cloak : NULL, m->cfg.dim};
     if (sm) {
         g.layers = inf_split_layers_fn;
         g.layers_ctx = &splitl;
+    } else if (remote_s) {
+        g.layers = inf_cloaked_layers_fn;
+        g.layers_ctx = &remotel;
     }
     out.tok = tok;
     size_t n_ids;
@@ -537,6 +596,7 @@ done:
     inf_sampler_free(&s);
     inf_kv_free(&kv);
     tok_free(tok);
+    inf_remote_close(remote_s);
     if (have_cloak) cloak_free(&cloak);
     if (have_rot) rot_ctx_free(&rot);
     inf_model_free(sm);
@@ -550,7 +610,10 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *cmd = argv[1];
-    if (!strcmp(cmd, "run")) return cmd_run(argc - 2, argv + 2);
+    if (!strcmp(cmd, "run")) return cmd_run(argc - 2, argv + 2, false, false);
+    if (!strcmp(cmd, "generate")) return cmd_run(argc - 2, argv + 2, true, false);
+    if (!strcmp(cmd, "chat")) return cmd_run(argc - 2, argv + 2, true, true);
+    if (!strcmp(cmd, "keygen")) return cmd_keygen(argc - 2, argv + 2);
     if (!strcmp(cmd, "prep")) return cmd_prep(argc - 2, argv + 2);
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
         usage(stdout);
