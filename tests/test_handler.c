@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backend.h"
 #include "base64.h"
@@ -36,6 +37,11 @@ typedef struct {
 
 static fixture F;
 
+static void setup_env(const char *ttl) {
+    if (ttl) setenv("INFEMERAL_KV_TTL", ttl, 1);
+    else unsetenv("INFEMERAL_KV_TTL");
+}
+
 static void setup(void) {
     cr_assert_not_null(tu_tmpdir(F.dir, sizeof F.dir));
     char model[600], out[600], kvdir[600];
@@ -55,6 +61,7 @@ static void setup(void) {
     free(b64);
     snprintf(kvdir, sizeof kvdir, "%s/kv", F.dir);
     setenv("INFEMERAL_KV_DIR", kvdir, 1);
+    setup_env(NULL);
     cr_assert_eq(inf_handler_create(F.server, &F.h, &err), INF_OK, "%s", err.msg);
 }
 
@@ -280,4 +287,24 @@ Test(handler, thirty_two_concurrent_sessions_stay_isolated_and_correct) {
     }
     for (int i = 0; i < 32; i++) pthread_join(t[i], NULL);
     for (int i = 0; i < 32; i++) cr_assert(a[i].ok, "session %d failed", i);
+}
+
+Test(handler, expired_sessions_are_swept) {
+    /* a handler whose sessions live two seconds */
+    inf_error err = {{0}};
+    inf_handler_destroy(F.h);
+    setup_env("2");
+    cr_assert_eq(inf_handler_create(F.server, &F.h, &err), INF_OK, "%s", err.msg);
+    client a, b;
+    client_init(&a, &F.worker.pub);
+    client_init(&b, &F.worker.pub);
+    send_and_check(&a, 2, 0, 1, true);
+    struct timespec ts = {3, 300 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    send_and_check(&b, 2, 0, 2, true); /* any request triggers the sweep */
+    cr_assert_eq(send_and_check(&a, 1, 2, 3, false), 404, "an expired session was still served");
+    send_and_check(&b, 1, 2, 4, true); /* the fresh one survives */
+    inf_kv_free(&a.ref);
+    inf_kv_free(&b.ref);
+    setup_env(NULL);
 }

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "backend.h"
 #include "crypto.h"
@@ -31,12 +32,36 @@
 
 #define LOCK_STRIPES 64
 
+#define GC_INTERVAL_S 60
+
 struct inf_handler {
     inf_model *model;
     keys_pair key;
     kvs_store *store;
     pthread_mutex_t locks[LOCK_STRIPES]; /* requests of one session run one at a time */
+    pthread_mutex_t gc_lock;             /* one TTL sweep at a time */
+    time_t last_gc;
+    long gc_interval;                    /* seconds: min(60, the TTL) */
 };
+
+/* Expired sessions are swept at most once a minute (or once per TTL when
+ * that is shorter), by whichever request
+ * comes along (a worker may have no idle time of its own, and RunPod
+ * workers come and go). The sweep skips sessions being committed. */
+static void maybe_gc(inf_handler *h) {
+    time_t now = time(NULL);
+    if (now - h->last_gc < h->gc_interval || pthread_mutex_trylock(&h->gc_lock) != 0) return;
+    if (now - h->last_gc >= h->gc_interval) {
+        h->last_gc = now;
+        int removed = 0;
+        inf_error err;
+        if (kvs_gc(h->store, now, &removed, &err) != INF_OK)
+            fprintf(stderr, "infemeral-worker: KV clean-up: %s\n", err.msg);
+        else if (removed > 0)
+            fprintf(stderr, "infemeral-worker: KV clean-up removed %d expired session(s)\n", removed);
+    }
+    pthread_mutex_unlock(&h->gc_lock);
+}
 
 static unsigned stripe(const char *session) {
     unsigned h = 2166136261u;
@@ -49,6 +74,7 @@ inf_status inf_handler_create(const char *bundle, inf_handler **out, inf_error *
     inf_handler *h = calloc(1, sizeof *h);
     if (!h) return inf_fail(err, INF_E_NOMEM, "handler: out of memory");
     for (int i = 0; i < LOCK_STRIPES; i++) pthread_mutex_init(&h->locks[i], NULL);
+    pthread_mutex_init(&h->gc_lock, NULL);
     inf_status st = keys_worker_from_env(&h->key, err);
     if (!st) st = inf_model_load_server_bundle(bundle, &h->model, err);
     if (!st) {
@@ -58,6 +84,7 @@ inf_status inf_handler_create(const char *bundle, inf_handler **out, inf_error *
         kvs_options_init(&o);
         const char *ttl = getenv("INFEMERAL_KV_TTL");
         if (ttl && atol(ttl) > 0) o.ttl_seconds = atol(ttl);
+        h->gc_interval = o.ttl_seconds < GC_INTERVAL_S ? o.ttl_seconds : GC_INTERVAL_S;
         st = kvs_open(&h->store, dir, &o, err);
     }
     if (st) {
@@ -74,6 +101,7 @@ void inf_handler_destroy(inf_handler *h) {
     inf_model_free(h->model);
     keys_wipe(&h->key);
     for (int i = 0; i < LOCK_STRIPES; i++) pthread_mutex_destroy(&h->locks[i]);
+    pthread_mutex_destroy(&h->gc_lock);
     free(h);
 }
 
@@ -207,6 +235,7 @@ char *inf_handle(inf_handler *h, const char *json, size_t len, int *http_status)
     out = wire_reply_to_json(&rep, NULL, &err);
     if (!out) out = fail_json(http_status, 500, "nomem", err.msg[0] ? err.msg : "out of memory");
     else *http_status = 200;
+    maybe_gc(h);
 done:
     if (locked) pthread_mutex_unlock(&h->locks[lk]);
     if (have_kv) inf_kv_free(&kv);
