@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "model.h"
+#include "profile.h"
 #include "sample.h"
 #include "status.h"
 
@@ -47,8 +48,27 @@ inf_status inf_generate(const inf_gen *g, int *pos, const int32_t *prompt, int n
                         int max_new, inf_sampler *s, inf_token_cb on_token, inf_stop_cb is_stop,
                         void *user, inf_gen_stats *stats, inf_error *err);
 
+/* The same, with the time of each step recorded into prof (client/profile.h;
+ * NULL = off): one prefill step per layers call of the prompt (the last one
+ * also holds the first token's lm_head and sampling), one decode step per
+ * token after that. This function records embed, lm_head and sample; the
+ * layers callbacks record their own phases (inf_timed_layers,
+ * inf_cloaked_layers.prof, inf_remote_set_profile). */
+inf_status inf_generate_profiled(const inf_gen *g, inf_profile *prof, int *pos, const int32_t *prompt,
+                                 int n_prompt, int max_new, inf_sampler *s, inf_token_cb on_token,
+                                 inf_stop_cb is_stop, void *user, inf_gen_stats *stats, inf_error *err);
+
 /* Monotonic seconds. */
 double inf_now(void);
+
+/* Any layers function, its time recorded as the "layers" phase of prof
+ * (NULL = off): what a local or split run does in place of the network. */
+typedef struct {
+    inf_layers_fn inner;
+    void *inner_ctx;
+    inf_profile *prof;
+} inf_timed_layers;
+inf_status inf_timed_layers_fn(void *ctx, float *x, int n, int pos, inf_error *err);
 
 /* The local layers callback: the CPU backend over a loaded model. */
 typedef struct {
@@ -75,6 +95,7 @@ typedef struct {
     void *inner_ctx;
     void *cloak; /* cloak_ctx* or NULL */
     int dim;
+    inf_profile *prof; /* NULL: off; else cloak and uncloak (the inner function records its own) */
 } inf_cloaked_layers;
 inf_status inf_cloaked_layers_fn(void *ctx, float *x, int n, int pos, inf_error *err);
 

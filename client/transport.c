@@ -34,6 +34,7 @@ struct inf_remote {
     uint8_t kv_key[WIRE_KV_KEY_BYTES];
     uint64_t step;
     inf_remote_stats stats;
+    inf_profile *prof; /* borrowed; NULL = off */
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -112,6 +113,8 @@ void inf_remote_close(inf_remote *r) {
 }
 
 const inf_remote_stats *inf_remote_get_stats(const inf_remote *r) { return &r->stats; }
+
+void inf_remote_set_profile(inf_remote *r, inf_profile *prof) { r->prof = prof; }
 
 typedef struct {
     char *p;
@@ -218,10 +221,26 @@ static inf_status runpod_output(const char *url, long code, const char *body, cJ
     return inf_fail(err, INF_E_FORMAT, "%s: HTTP %ld, reply has neither output nor error", url, code);
 }
 
+/* Adds the time since *t to phase ph (the session's totals, and the profile
+ * when one is set); *t becomes now. */
+static void spent(inf_remote *r, inf_phase ph, double *t) {
+    double now = now_s(), d = now - *t;
+    *t = now;
+    switch (ph) {
+    case INF_PH_SERIALIZE: r->stats.serialize_s += d; break;
+    case INF_PH_SEAL: r->stats.seal_s += d; break;
+    case INF_PH_NETWORK: r->stats.network_s += d; break;
+    case INF_PH_OPEN: r->stats.open_s += d; break;
+    default: break;
+    }
+    if (r->prof) inf_profile_add(r->prof, ph, d);
+}
+
 /* One request: seal x[0..n) at pos, exchange, open into x. */
 static inf_status exchange(inf_remote *r, float *x, int n, int pos, inf_error *err) {
     const size_t count = (size_t)n * (size_t)r->dim, es = wire_dtype_size(r->o.dtype);
     inf_status st = INF_OK;
+    double t = now_s();
     uint8_t *states = malloc(count * es);
     buf body = {0};
     if (!states) return inf_fail(err, INF_E_NOMEM, "out of memory");
@@ -233,6 +252,7 @@ static inf_status exchange(inf_remote *r, float *x, int n, int pos, inf_error *e
         case WIRE_BF16: hv = inf_f32_to_bf16(x[i]); memcpy(states + 2 * i, &hv, 2); break;
         }
     }
+    spent(r, INF_PH_SERIALIZE, &t);
     char url[1200];
     for (int attempt = 0;; attempt++) {
         wire_msg req = {0}, rep = {0};
@@ -250,8 +270,9 @@ static inf_status exchange(inf_remote *r, float *x, int n, int pos, inf_error *e
         req.dtype = r->o.dtype;
         req.has_epk = true;
         req.epk = r->eph.pub;
-        double t0 = now_s();
+        t = now_s();
         st = wire_seal_request(&r->keys, &req, r->kv_key, states, err);
+        spent(r, INF_PH_SEAL, &t);
         size_t jl = 0;
         if (!st && !(json = wire_request_to_json(&req, &jl, err))) st = err->msg[0] ? INF_E_FORMAT : INF_E_NOMEM;
         if (!st && !(input = malloc(jl + 16))) st = inf_fail(err, INF_E_NOMEM, "out of memory");
@@ -260,15 +281,16 @@ static inf_status exchange(inf_remote *r, float *x, int n, int pos, inf_error *e
             memcpy(input + 9, json, jl);
             memcpy(input + 9 + jl, "}", 2);
         }
-        double t1 = now_s();
-        r->stats.seal_s += t1 - t0;
+        spent(r, INF_PH_SERIALIZE, &t);
         long code = 0;
         bool pending = false;
         const cJSON *output = NULL;
         if (!st) {
             snprintf(url, sizeof url, "%s/runsync", r->base);
             st = http(r, url, input, jl + 10, &body, &code, err);
+            spent(r, INF_PH_NETWORK, &t);
             if (!st) st = runpod_output(url, code, body.p, &root, &output, &pending, job_id, sizeof job_id, err);
+            spent(r, INF_PH_OPEN, &t);
             /* a queued or slow job: poll its status (RunPod may answer /runsync early) */
             for (int polls = 0; !st && pending && polls < 3600; polls++) {
                 struct timespec ts = {0, 250 * 1000 * 1000};
@@ -277,11 +299,11 @@ static inf_status exchange(inf_remote *r, float *x, int n, int pos, inf_error *e
                 root = NULL;
                 snprintf(url, sizeof url, "%s/status/%s", r->base, job_id);
                 st = http(r, url, NULL, 0, &body, &code, err);
+                spent(r, INF_PH_NETWORK, &t);
                 if (!st) st = runpod_output(url, code, body.p, &root, &output, &pending, job_id, sizeof job_id, err);
+                spent(r, INF_PH_OPEN, &t);
             }
         }
-        double t2 = now_s();
-        r->stats.network_s += t2 - t1;
         if (!st) st = wire_reply_from_cjson(output, &rep, err);
         if (!st) st = wire_open_reply(&r->keys, &req, &rep, &out, &out_bytes, err);
         if (!st && out_bytes != count * es)
@@ -297,7 +319,7 @@ static inf_status exchange(inf_remote *r, float *x, int n, int pos, inf_error *e
                 }
             }
         }
-        r->stats.open_s += now_s() - t2;
+        spent(r, INF_PH_OPEN, &t);
         r->stats.requests++;
         free(out);
         free(json);
@@ -309,7 +331,9 @@ static inf_status exchange(inf_remote *r, float *x, int n, int pos, inf_error *e
         if (st == INF_OK || !(st == INF_E_IO || st == INF_E_BUSY) || attempt >= r->o.retries) break;
         r->stats.retries++;
         struct timespec ts = {0, (long)(200 * 1000 * 1000) << (attempt < 3 ? attempt : 3)};
+        t = now_s();
         nanosleep(&ts, NULL);
+        spent(r, INF_PH_NETWORK, &t); /* the back-off is time lost to the network */
     }
     free(body.p);
     OPENSSL_cleanse(states, count * es);

@@ -16,6 +16,7 @@
 #define INF_TRANSPORT_H
 
 #include "crypto.h"
+#include "profile.h"
 #include "status.h"
 #include "wire.h"
 
@@ -31,7 +32,11 @@ typedef struct {
 } inf_remote_opts;
 
 typedef struct {
-    double seal_s, network_s, open_s; /* summed over the session's requests */
+    /* summed over the session's requests, as the profile's phases of the same
+     * names (client/profile.h): serialize (f32 -> wire dtype, JSON, base64),
+     * seal (zstd + AES-GCM), network (HTTP, polling, retry back-off), open
+     * (parse, decrypt, wire dtype -> f32) */
+    double serialize_s, seal_s, network_s, open_s;
     long requests, retries;
     size_t bytes_sent, bytes_received;
 } inf_remote_stats;
@@ -46,5 +51,8 @@ void inf_remote_close(inf_remote *r);
  * worker's output. Splits n into requests that fit the payload limit. */
 inf_status inf_remote_layers_fn(void *ctx, float *x, int n, int pos, inf_error *err);
 const inf_remote_stats *inf_remote_get_stats(const inf_remote *r);
+/* Records serialize/seal/network/open into prof's open step from now on
+ * (NULL: off). The profile is borrowed: it must outlive its use here. */
+void inf_remote_set_profile(inf_remote *r, inf_profile *prof);
 
 #endif
