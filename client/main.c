@@ -5,6 +5,7 @@
  * timings, errors) to stderr, so `infemeral run ... > out.txt` captures
  * exactly the model's text.
  */
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -23,6 +24,7 @@
 #include "kv.h"
 #include "model.h"
 #include "prep.h"
+#include "profile.h"
 #include "rotation.h"
 #include "sample.h"
 #include "tokenizer.h"
@@ -40,6 +42,7 @@ static void usage(FILE *f) {
             "  prep   split a checkpoint into a client bundle and a rotated server bundle\n"
             "  keygen make the worker's key pair\n"
             "  generate, chat  generate through a remote worker (infemeral-worker)\n"
+            "  bench  time a fixed prompt per phase (local, split or through a worker)\n"
             "\n"
             "infemeral run --model PATH [--tokenizer PATH] [--prompt TEXT] [--chat]\n"
             "              [--system TEXT] [--max-tokens N] [--temperature T] [--top-k K]\n"
@@ -63,6 +66,11 @@ static void usage(FILE *f) {
             "  --system TEXT     system message for --chat\n"
             "  --no-bos          do not prepend BOS even when the tokenizer asks for it\n"
             "  --quiet           no timing line on stderr\n"
+            "  --profile         after generating, a per-token table on stderr: p50/p95/p99\n"
+            "                    and mean ms of each phase (embed, cloak, serialize, seal,\n"
+            "                    network, open, uncloak, lm_head, sample; layers when they\n"
+            "                    run here), prefill, time to first token, peak memory\n"
+            "                    (also for generate and chat)\n"
             "\n"
             "infemeral run --client-bundle DIR/client --server-bundle DIR/server --prompt TEXT ...\n"
             "  the cloaked split path in one process: the client rotates the hidden\n"
@@ -84,7 +92,16 @@ static void usage(FILE *f) {
             "  only sealed, cloaked hidden states leave this machine; --endpoint is a\n"
             "  dev server or load-balancer URL (bearer token from $INFEMERAL_API_KEY),\n"
             "  --runpod a RunPod endpoint id ($RUNPOD_API_KEY, $RUNPOD_ENDPOINT_BASE_URL)\n"
-            "  --wire-dtype f16|bf16|f32 the states on the wire (default f16)\n");
+            "  --wire-dtype f16|bf16|f32 the states on the wire (default f16)\n"
+            "\n"
+            "infemeral bench (--model PATH | --client-bundle DIR --server-bundle DIR |\n"
+            "                 --client-bundle DIR (--endpoint URL | --runpod ID) --worker-pub FILE)\n"
+            "                [--runs N] [--warmup N] [--prompt TEXT] [--max-tokens N] [--json FILE]\n"
+            "  greedy (--temperature 0 unless given), a fresh session per run, exactly\n"
+            "  --max-tokens tokens (default 32; no stop at end of text) after a fixed\n"
+            "  prompt; --runs measured runs (default 5) after --warmup (default 1);\n"
+            "  prints the --profile table over all runs' decode tokens; --json FILE\n"
+            "  writes the same numbers and the configuration\n");
 }
 
 typedef struct {
@@ -94,9 +111,18 @@ typedef struct {
     bool remote;
     float noise_sigma, dp_epsilon, dp_delta; /* < 0: not given */
     bool chat, no_bos, quiet;
+    bool profile;             /* --profile: the phase table after each generation */
+    bool bench;               /* infemeral bench */
+    int runs, warmup;         /* bench */
+    const char *json;         /* bench --json FILE */
     int max_tokens, ctx, threads;
     inf_sampler_params sp;
 } run_opts;
+
+/* bench's default prompt: fixed, about 30 tokens with the usual BPE tokenizers */
+#define BENCH_PROMPT \
+    "The quick brown fox jumps over the lazy dog. Write a short story about a fox who learns to read, " \
+    "and tell me the name of the first book it finds."
 
 static int parse_int(const char *opt, const char *v, long lo, long hi, long *out) {
     char *end;
@@ -122,9 +148,12 @@ static int parse_float(const char *opt, const char *v, float *out) {
     return 0;
 }
 
-static int parse_run(int argc, char **argv, run_opts *o, bool remote, bool chat) {
-    *o = (run_opts){.max_tokens = 256, .ctx = 0, .threads = 0, .sp = inf_sampler_defaults(),
-                    .noise_sigma = -1, .dp_epsilon = -1, .dp_delta = -1, .remote = remote, .chat = chat};
+/* bench: remote is decided by the options given (--endpoint / --runpod). */
+static int parse_run(int argc, char **argv, run_opts *o, bool remote, bool chat, bool bench) {
+    *o = (run_opts){.max_tokens = bench ? 32 : 256, .ctx = 0, .threads = 0, .sp = inf_sampler_defaults(),
+                    .noise_sigma = -1, .dp_epsilon = -1, .dp_delta = -1, .remote = remote || bench, .chat = chat,
+                    .bench = bench, .runs = 5, .warmup = 1};
+    if (bench) o->sp.temperature = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -151,6 +180,10 @@ static int parse_run(int argc, char **argv, run_opts *o, bool remote, bool chat)
         else if (!strcmp(a, "--chat")) o->chat = true;
         else if (!strcmp(a, "--no-bos")) o->no_bos = true;
         else if (!strcmp(a, "--quiet")) o->quiet = true;
+        else if (!strcmp(a, "--profile")) o->profile = true;
+        else if (o->bench && !strcmp(a, "--runs")) { NEEDV if (parse_int(a, v, 1, 100000, &x)) return -1; o->runs = (int)x; }
+        else if (o->bench && !strcmp(a, "--warmup")) { NEEDV if (parse_int(a, v, 0, 100000, &x)) return -1; o->warmup = (int)x; }
+        else if (o->bench && !strcmp(a, "--json")) { NEEDV o->json = v; }
         else if (!strcmp(a, "--max-tokens")) { NEEDV if (parse_int(a, v, 0, INF_MAX_CTX, &x)) return -1; o->max_tokens = (int)x; }
         else if (!strcmp(a, "--ctx")) { NEEDV if (parse_int(a, v, 1, INF_MAX_CTX, &x)) return -1; o->ctx = (int)x; }
         else if (!strcmp(a, "--threads")) { NEEDV if (parse_int(a, v, 1, 1024, &x)) return -1; o->threads = (int)x; }
@@ -172,14 +205,24 @@ static int parse_run(int argc, char **argv, run_opts *o, bool remote, bool chat)
         else if (!strcmp(a, "--repeat-penalty")) { NEEDV if (parse_float(a, v, &o->sp.repeat_penalty)) return -1; }
         else if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); exit(0); }
         else {
-            fprintf(stderr, "infemeral run: unknown option '%s' (see infemeral --help)\n", a);
+            fprintf(stderr, "infemeral %s: unknown option '%s' (see infemeral --help)\n",
+                    bench ? "bench" : remote ? (chat ? "chat" : "generate") : "run", a);
             return -1;
         }
 #undef NEEDV
     }
+    if (bench) {
+        if (o->chat) {
+            fprintf(stderr, "infemeral bench: --chat is not supported (bench runs a plain prompt)\n");
+            return -1;
+        }
+        o->remote = o->endpoint || o->runpod || o->worker_pub || o->wire_dtype;
+        if (!o->prompt) o->prompt = BENCH_PROMPT;
+        o->profile = true;
+    }
     if (o->remote) {
         if (!o->client_bundle || o->server_bundle || o->model) {
-            fprintf(stderr, "infemeral: generate and chat take --client-bundle DIR (the server bundle lives on the worker)\n");
+            fprintf(stderr, "infemeral: generate, chat and a remote bench take --client-bundle DIR (the server bundle lives on the worker)\n");
             return -1;
         }
         if (!o->endpoint == !o->runpod) {
@@ -346,8 +389,8 @@ static int log_set(token_log *l, const int32_t *a, int na, const int32_t *b, int
 
 /* One generation over `ids` (the whole conversation so far): reuse the cached
  * prefix, prefill the rest, stream the reply. */
-static inf_status run_turn(const run_opts *o, const inf_gen *g, inf_sampler *s, token_log *cached,
-                           const int32_t *ids, int n, out_ctx *out, inf_gen_stats *st,
+static inf_status run_turn(const run_opts *o, const inf_gen *g, inf_profile *prof, inf_sampler *s,
+                           token_log *cached, const int32_t *ids, int n, out_ctx *out, inf_gen_stats *st,
                            inf_error *err) {
     int common = 0;
     while (common < n && common < cached->n && cached->ids[common] == ids[common]) common++;
@@ -357,8 +400,8 @@ static inf_status run_turn(const run_opts *o, const inf_gen *g, inf_sampler *s, 
     tok_stream_after(&out->stream, ids[n - 1]); /* only a BOS before it strips a leading space */
     out->reply_len = 0;
     out->n_gen = 0;
-    inf_status rc = inf_generate(g, &pos, ids + common, n - common, o->max_tokens, s, on_token,
-                                 is_stop, out, st, err);
+    inf_status rc = inf_generate_profiled(g, prof, &pos, ids + common, n - common, o->max_tokens, s, on_token,
+                                          is_stop, out, st, err);
     if (rc) return rc;
     char buf[64];
     out_write(out, buf, tok_stream_flush(&out->stream, buf, sizeof buf));
@@ -445,20 +488,146 @@ static int cmd_prep(int argc, char **argv) {
     return 0;
 }
 
-static int cmd_run(int argc, char **argv, bool remote, bool chat) {
-    run_opts o;
-    if (parse_run(argc, argv, &o, remote, chat)) return 2;
-    if (o.threads > 0) omp_set_num_threads(o.threads);
-    inf_error err = {{0}};
-    inf_model *m = NULL, *sm = NULL; /* sm: the server bundle in the split path */
-    inf_remote *remote_s = NULL;     /* generate / chat: the worker session */
+/* ---- a session: the model halves, the cloak, the worker, the caches ------------------ */
+
+typedef enum { MODE_LOCAL, MODE_SPLIT, MODE_REMOTE } run_mode;
+static const char *const mode_names[] = {"local", "split", "remote"};
+
+/* What one generation needs, built from the options. The layers structs
+ * point into the session, so a session does not move once opened. */
+typedef struct {
+    run_mode mode;
+    inf_model *m, *sm;         /* sm: the server bundle in the split path */
+    inf_remote_opts ro;
+    inf_remote *remote;        /* generate / chat: the worker session */
     rot_ctx rot;
     cloak_ctx cloak;
-    bool have_rot = false, have_cloak = false;
-    tok_tokenizer *tok = NULL;
-    char *tmpl = NULL;
-    inf_kv kv = {0};
-    inf_sampler s = {0};
+    bool have_rot, have_cloak;
+    tok_tokenizer *tok;
+    char *tmpl;
+    inf_kv kv;
+    inf_sampler s;
+    inf_local_layers local;
+    inf_timed_layers timed;    /* local and split: the "layers" phase */
+    inf_cloaked_layers cloaked; /* split and remote */
+    inf_gen g;
+    inf_profile prof;
+    inf_profile *profp;        /* &prof with --profile, else NULL */
+} session;
+
+static inf_status session_open(const run_opts *o, session *S, inf_error *err) {
+    inf_status st;
+    memset(S, 0, sizeof *S);
+    inf_profile_init(&S->prof);
+    S->profp = o->profile ? &S->prof : NULL;
+    if (o->model) {
+        S->mode = MODE_LOCAL;
+        if ((st = inf_model_load(o->model, &S->m, err))) return st;
+    } else if (o->remote) {
+        S->mode = MODE_REMOTE;
+        if ((st = inf_model_load_client_bundle(o->client_bundle, &S->m, err))) return st;
+        if ((st = split_setup(o, S->m, &S->rot, &S->cloak, &S->have_rot, &S->have_cloak, err))) return st;
+        inf_remote_opts *ro = &S->ro;
+        inf_remote_opts_init(ro);
+        ro->endpoint = o->endpoint;
+        ro->runpod_id = o->runpod;
+        ro->api_key = getenv(o->runpod ? "RUNPOD_API_KEY" : "INFEMERAL_API_KEY");
+        if (o->runpod && (!ro->api_key || !*ro->api_key))
+            return inf_fail(err, INF_E_ARG, "--runpod needs RUNPOD_API_KEY in the environment");
+        if (o->wire_dtype && (st = wire_dtype_parse(o->wire_dtype, "--wire-dtype", &ro->dtype, err))) return st;
+        if ((st = keys_read_public(o->worker_pub, &ro->worker_pub, err))) return st;
+        if ((st = inf_remote_open(ro, S->m->cfg.dim, &S->remote, err))) return st;
+        inf_remote_set_profile(S->remote, S->profp);
+    } else {
+        S->mode = MODE_SPLIT;
+        if ((st = inf_model_load_client_bundle(o->client_bundle, &S->m, err))) return st;
+        if ((st = inf_model_load_server_bundle(o->server_bundle, &S->sm, err))) return st;
+        if (strcmp(S->m->rotation, S->sm->rotation) != 0)
+            return inf_fail(err, INF_E_ARG,
+                            "%s and %s come from different preps (rotation %.16s... vs %.16s...): the output would be noise",
+                            o->client_bundle, o->server_bundle, S->m->rotation, S->sm->rotation);
+        if ((st = split_setup(o, S->m, &S->rot, &S->cloak, &S->have_rot, &S->have_cloak, err))) return st;
+    }
+    if ((st = load_tokenizer(o, S->m, &S->tok, &S->tmpl, err))) return st;
+    if (tok_vocab_size(S->tok) > S->m->cfg.vocab_size)
+        return inf_fail(err, INF_E_SHAPE, "tokenizer has %d tokens but the model's vocabulary is %d",
+                        tok_vocab_size(S->tok), S->m->cfg.vocab_size);
+    int ctx = o->ctx > 0 && o->ctx < S->m->cfg.max_seq ? o->ctx : S->m->cfg.max_seq;
+    if ((st = inf_kv_init(&S->kv, &S->m->cfg, ctx, err))) return st;
+    if ((st = inf_sampler_init(&S->s, &o->sp, S->m->cfg.vocab_size, err))) return st;
+    /* local:  layers(model)
+     * split:  cloak -> layers(server bundle) -> uncloak   (as inf_split_layers_fn)
+     * remote: cloak -> serialize, seal, network, open      -> uncloak */
+    void *cloak = S->have_cloak ? &S->cloak : NULL;
+    const int dim = S->m->cfg.dim;
+    S->local = (inf_local_layers){S->sm ? S->sm : S->m, &S->kv};
+    S->timed = (inf_timed_layers){inf_local_layers_fn, &S->local, S->profp};
+    S->g = (inf_gen){S->m, inf_timed_layers_fn, &S->timed, 256};
+    if (S->mode == MODE_SPLIT) {
+        S->cloaked = (inf_cloaked_layers){inf_timed_layers_fn, &S->timed, cloak, dim, S->profp};
+        S->g.layers = inf_cloaked_layers_fn;
+        S->g.layers_ctx = &S->cloaked;
+    } else if (S->mode == MODE_REMOTE) {
+        S->cloaked = (inf_cloaked_layers){inf_remote_layers_fn, S->remote, cloak, dim, S->profp};
+        S->g.layers = inf_cloaked_layers_fn;
+        S->g.layers_ctx = &S->cloaked;
+    }
+    return INF_OK;
+}
+
+/* A fresh session on the same weights (bench): an empty cache, a new
+ * sampler and, for a worker, a new session id and key (a new connection). */
+static inf_status session_restart(const run_opts *o, session *S, inf_error *err) {
+    inf_status st;
+    inf_kv_truncate(&S->kv, 0);
+    inf_sampler_free(&S->s);
+    if ((st = inf_sampler_init(&S->s, &o->sp, S->m->cfg.vocab_size, err))) return st;
+    if (S->mode == MODE_REMOTE) {
+        inf_remote_close(S->remote);
+        S->remote = NULL;
+        if ((st = inf_remote_open(&S->ro, S->m->cfg.dim, &S->remote, err))) return st;
+        inf_remote_set_profile(S->remote, S->profp);
+        S->cloaked.inner_ctx = S->remote;
+    }
+    return INF_OK;
+}
+
+static void session_close(session *S) {
+    free(S->tmpl);
+    inf_sampler_free(&S->s);
+    inf_kv_free(&S->kv);
+    tok_free(S->tok);
+    inf_remote_close(S->remote);
+    if (S->have_cloak) cloak_free(&S->cloak);
+    if (S->have_rot) rot_ctx_free(&S->rot);
+    inf_model_free(S->sm);
+    inf_model_free(S->m);
+    inf_profile_free(&S->prof);
+    memset(S, 0, sizeof *S);
+}
+
+/* --profile after one generation: the table, then a clean profile for the next turn. */
+static void profile_report(session *S, const inf_gen_stats *gs) {
+    if (!S->profp) return;
+    inf_profile_totals t = {
+        .runs = 1,
+        .n_prompt = gs->n_prompt,
+        .n_gen = gs->n_gen,
+        .prefill_s = gs->prefill_s,
+        .ttft_s = gs->prefill_s,
+        .decode_tok_s = gs->n_gen > 1 && gs->decode_s > 0 ? (gs->n_gen - 1) / gs->decode_s : 0,
+        .peak_mib = inf_peak_rss_mib(),
+    };
+    inf_profile_print(stderr, S->profp, &t);
+    inf_profile_reset(S->profp);
+}
+
+static int cmd_run(int argc, char **argv, bool remote, bool chat) {
+    run_opts o;
+    if (parse_run(argc, argv, &o, remote, chat, false)) return 2;
+    if (o.threads > 0) omp_set_num_threads(o.threads);
+    inf_error err = {{0}};
+    session S;
     token_log cached = {0};
     out_ctx out = {0};
     int32_t *ids = NULL;
@@ -468,73 +637,28 @@ static int cmd_run(int argc, char **argv, bool remote, bool chat) {
     int rc = 1;
     inf_status st;
 
-    if (o.model) {
-        if ((st = inf_model_load(o.model, &m, &err))) goto fail;
-    } else if (o.remote) {
-        if ((st = inf_model_load_client_bundle(o.client_bundle, &m, &err))) goto fail;
-        if ((st = split_setup(&o, m, &rot, &cloak, &have_rot, &have_cloak, &err))) goto fail;
-        inf_remote_opts ro;
-        inf_remote_opts_init(&ro);
-        ro.endpoint = o.endpoint;
-        ro.runpod_id = o.runpod;
-        ro.api_key = getenv(o.runpod ? "RUNPOD_API_KEY" : "INFEMERAL_API_KEY");
-        if (o.runpod && (!ro.api_key || !*ro.api_key)) {
-            st = inf_fail(&err, INF_E_ARG, "--runpod needs RUNPOD_API_KEY in the environment");
-            goto fail;
-        }
-        if (o.wire_dtype && (st = wire_dtype_parse(o.wire_dtype, "--wire-dtype", &ro.dtype, &err))) goto fail;
-        if ((st = keys_read_public(o.worker_pub, &ro.worker_pub, &err))) goto fail;
-        if ((st = inf_remote_open(&ro, m->cfg.dim, &remote_s, &err))) goto fail;
-    } else {
-        if ((st = inf_model_load_client_bundle(o.client_bundle, &m, &err))) goto fail;
-        if ((st = inf_model_load_server_bundle(o.server_bundle, &sm, &err))) goto fail;
-        if (strcmp(m->rotation, sm->rotation) != 0) {
-            st = inf_fail(&err, INF_E_ARG,
-                          "%s and %s come from different preps (rotation %.16s... vs %.16s...): the output would be noise",
-                          o.client_bundle, o.server_bundle, m->rotation, sm->rotation);
-            goto fail;
-        }
-        if ((st = split_setup(&o, m, &rot, &cloak, &have_rot, &have_cloak, &err))) goto fail;
-    }
-    if ((st = load_tokenizer(&o, m, &tok, &tmpl, &err))) goto fail;
-    if (tok_vocab_size(tok) > m->cfg.vocab_size) {
-        st = inf_fail(&err, INF_E_SHAPE, "tokenizer has %d tokens but the model's vocabulary is %d",
-                      tok_vocab_size(tok), m->cfg.vocab_size);
-        goto fail;
-    }
-    int ctx = o.ctx > 0 && o.ctx < m->cfg.max_seq ? o.ctx : m->cfg.max_seq;
-    if ((st = inf_kv_init(&kv, &m->cfg, ctx, &err))) goto fail;
-    if ((st = inf_sampler_init(&s, &o.sp, m->cfg.vocab_size, &err))) goto fail;
-    inf_local_layers local = {m, &kv};
-    inf_split_layers splitl = {sm, &kv, have_cloak ? &cloak : NULL};
-    inf_gen g = {m, inf_local_layers_fn, &local, 256};
-    inf_cloaked_layers remotel = {inf_remote_layers_fn, remote_s, have_cloak ? &cloak : NULL, m->cfg.dim};
-    if (sm) {
-        g.layers = inf_split_layers_fn;
-        g.layers_ctx = &splitl;
-    } else if (remote_s) {
-        g.layers = inf_cloaked_layers_fn;
-        g.layers_ctx = &remotel;
-    }
-    out.tok = tok;
+    if ((st = session_open(&o, &S, &err))) goto fail;
+    out.tok = S.tok;
     size_t n_ids;
 
     if (!o.chat) {
-        bool bos = !o.no_bos && tok_add_bos(tok);
-        if ((st = tok_encode(tok, o.prompt, strlen(o.prompt), bos, true, &ids, &n_ids, &err))) goto fail;
+        bool bos = !o.no_bos && tok_add_bos(S.tok);
+        if ((st = tok_encode(S.tok, o.prompt, strlen(o.prompt), bos, true, &ids, &n_ids, &err))) goto fail;
         if (n_ids == 0) {
             st = inf_fail(&err, INF_E_ARG, "the prompt is empty and this tokenizer adds no BOS token; give some text");
             goto fail;
         }
         inf_gen_stats gs;
-        if ((st = run_turn(&o, &g, &s, &cached, ids, (int)n_ids, &out, &gs, &err))) goto fail;
+        if ((st = run_turn(&o, &S.g, S.profp, &S.s, &cached, ids, (int)n_ids, &out, &gs, &err))) goto fail;
         fputc('\n', stdout);
+        fflush(stdout);
         report(&o, &gs);
+        profile_report(&S, &gs);
         rc = 0;
         goto done;
     }
 
-    chat_format fmt = chat_detect(tok, tmpl);
+    chat_format fmt = chat_detect(S.tok, S.tmpl);
     if (fmt == CHAT_NONE) {
         st = inf_fail(&err, INF_E_UNSUPPORTED, "%s: no chat template is known for this model; use --prompt without --chat",
                       o.model);
@@ -569,12 +693,13 @@ static int cmd_run(int argc, char **argv, bool remote, bool chat) {
         if ((st = chat_render(fmt, msgs, n_msgs, true, NULL, &text, &err))) { free(line); goto fail; }
         free(ids);
         ids = NULL;
-        if ((st = tok_encode(tok, text, strlen(text), false, true, &ids, &n_ids, &err))) { free(line); goto fail; }
+        if ((st = tok_encode(S.tok, text, strlen(text), false, true, &ids, &n_ids, &err))) { free(line); goto fail; }
         inf_gen_stats gs;
-        if ((st = run_turn(&o, &g, &s, &cached, ids, (int)n_ids, &out, &gs, &err))) { free(line); goto fail; }
+        if ((st = run_turn(&o, &S.g, S.profp, &S.s, &cached, ids, (int)n_ids, &out, &gs, &err))) { free(line); goto fail; }
         fputc('\n', stdout);
         fflush(stdout);
         report(&o, &gs);
+        profile_report(&S, &gs);
         msgs[n_msgs++] = (chat_msg){"assistant", strdup(out.reply ? out.reply : "")};
         if (!interactive) break;
     }
@@ -592,15 +717,146 @@ done:
     free(cached.ids);
     free(out.reply);
     free(out.gen);
-    free(tmpl);
-    inf_sampler_free(&s);
-    inf_kv_free(&kv);
-    tok_free(tok);
-    inf_remote_close(remote_s);
-    if (have_cloak) cloak_free(&cloak);
-    if (have_rot) rot_ctx_free(&rot);
-    inf_model_free(sm);
-    inf_model_free(m);
+    session_close(&S);
+    return rc;
+}
+
+/* ---- bench ------------------------------------------------------------------------------ */
+
+typedef struct {
+    int n_prompt, n_gen;
+    double prefill_s, decode_s;
+} bench_run;
+
+static cJSON *bench_json(const run_opts *o, const session *S, const inf_profile_totals *t, const bench_run *runs) {
+    cJSON *root = inf_profile_to_json(&S->prof, t);
+    if (!root) return NULL;
+    cJSON *cfg = cJSON_AddObjectToObject(root, "config");
+    cJSON *arr = cJSON_AddArrayToObject(root, "per_run");
+    if (!cfg || !arr) {
+        cJSON_Delete(root);
+        return NULL;
+    }
+    cJSON_AddStringToObject(cfg, "mode", mode_names[S->mode]);
+    if (o->model) cJSON_AddStringToObject(cfg, "model", o->model);
+    if (o->client_bundle) cJSON_AddStringToObject(cfg, "client_bundle", o->client_bundle);
+    if (o->server_bundle) cJSON_AddStringToObject(cfg, "server_bundle", o->server_bundle);
+    if (o->endpoint) cJSON_AddStringToObject(cfg, "endpoint", o->endpoint);
+    if (o->runpod) cJSON_AddStringToObject(cfg, "runpod", o->runpod);
+    if (S->mode == MODE_REMOTE) cJSON_AddStringToObject(cfg, "wire_dtype", wire_dtype_name(S->ro.dtype));
+    else cJSON_AddNullToObject(cfg, "wire_dtype");
+    cJSON_AddBoolToObject(cfg, "rotated", S->have_rot);
+    cJSON_AddNumberToObject(cfg, "noise_sigma", S->have_cloak ? S->cloak.sigma : 0.0);
+    cJSON_AddNumberToObject(cfg, "runs", o->runs);
+    cJSON_AddNumberToObject(cfg, "warmup", o->warmup);
+    cJSON_AddNumberToObject(cfg, "max_tokens", o->max_tokens);
+    cJSON_AddStringToObject(cfg, "prompt", o->prompt);
+    cJSON_AddNumberToObject(cfg, "prompt_tokens", t->n_prompt);
+    cJSON_AddNumberToObject(cfg, "temperature", o->sp.temperature);
+    cJSON_AddBoolToObject(cfg, "stops_at_end_of_text", false);
+    cJSON_AddNumberToObject(cfg, "threads", omp_get_max_threads());
+    cJSON_AddStringToObject(cfg, "version", INF_VERSION);
+    for (int r = 0; r < o->runs; r++) {
+        cJSON *x = cJSON_CreateObject();
+        if (!x) break;
+        const bench_run *b = &runs[r];
+        cJSON_AddNumberToObject(x, "prompt_tokens", b->n_prompt);
+        cJSON_AddNumberToObject(x, "generated_tokens", b->n_gen);
+        cJSON_AddNumberToObject(x, "ttft_ms", b->prefill_s * 1e3);
+        cJSON_AddNumberToObject(x, "decode_ms", b->decode_s * 1e3);
+        cJSON_AddNumberToObject(x, "tokens_per_s", b->n_gen > 1 && b->decode_s > 0 ? (b->n_gen - 1) / b->decode_s : 0);
+        cJSON_AddItemToArray(arr, x);
+    }
+    return root;
+}
+
+static int cmd_bench(int argc, char **argv) {
+    run_opts o;
+    if (parse_run(argc, argv, &o, false, false, true)) return 2;
+    if (o.threads > 0) omp_set_num_threads(o.threads);
+    inf_error err = {{0}};
+    session S;
+    int32_t *ids = NULL;
+    bench_run *runs = NULL;
+    char *json = NULL;
+    cJSON *root = NULL;
+    int rc = 1;
+    inf_status st;
+
+    if ((st = session_open(&o, &S, &err))) goto fail;
+    size_t n_ids;
+    bool bos = !o.no_bos && tok_add_bos(S.tok);
+    if ((st = tok_encode(S.tok, o.prompt, strlen(o.prompt), bos, true, &ids, &n_ids, &err))) goto fail;
+    if (n_ids == 0) {
+        st = inf_fail(&err, INF_E_ARG, "the prompt is empty and this tokenizer adds no BOS token; give some text");
+        goto fail;
+    }
+    if (!(runs = calloc((size_t)o.runs, sizeof *runs))) {
+        st = inf_fail(&err, INF_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    if (!o.quiet)
+        fprintf(stderr, "bench: %s, %zu prompt tokens, %d generated, %d warm-up + %d runs\n", mode_names[S.mode],
+                n_ids, o.max_tokens, o.warmup, o.runs);
+    /* every run: a fresh session, greedy, a fixed token count (no stop at end of text) */
+    double prefill = 0, decode = 0;
+    int decoded = 0;
+    for (int r = 0; r < o.warmup + o.runs; r++) {
+        if (r > 0 && (st = session_restart(&o, &S, &err))) goto fail;
+        if (r == o.warmup) inf_profile_reset(&S.prof); /* the warm-up runs are not measured */
+        int pos = 0;
+        inf_gen_stats gs;
+        if ((st = inf_generate_profiled(&S.g, &S.prof, &pos, ids, (int)n_ids, o.max_tokens, &S.s, NULL, NULL, NULL,
+                                        &gs, &err)))
+            goto fail;
+        if (r < o.warmup) continue;
+        bench_run *b = &runs[r - o.warmup];
+        *b = (bench_run){gs.n_prompt, gs.n_gen, gs.prefill_s, gs.decode_s};
+        prefill += gs.prefill_s;
+        decode += gs.decode_s;
+        decoded += gs.n_gen > 1 ? gs.n_gen - 1 : 0;
+        if (!o.quiet)
+            fprintf(stderr, "  run %d: time to first token %.1f ms, %.2f tokens/s\n", r - o.warmup + 1,
+                    gs.prefill_s * 1e3, gs.n_gen > 1 && gs.decode_s > 0 ? (gs.n_gen - 1) / gs.decode_s : 0.0);
+    }
+    inf_profile_totals t = {
+        .runs = o.runs,
+        .n_prompt = (int)n_ids,
+        .n_gen = runs[0].n_gen,
+        .prefill_s = prefill / o.runs,
+        .ttft_s = prefill / o.runs,
+        .decode_tok_s = decode > 0 ? decoded / decode : 0,
+        .peak_mib = inf_peak_rss_mib(),
+    };
+    inf_profile_print(stderr, &S.prof, &t);
+    if (o.json) {
+        if (!(root = bench_json(&o, &S, &t, runs)) || !(json = cJSON_Print(root))) {
+            st = inf_fail(&err, INF_E_NOMEM, "out of memory writing the JSON report");
+            goto fail;
+        }
+        FILE *f = fopen(o.json, "w");
+        if (!f) {
+            st = inf_fail(&err, INF_E_IO, "%s: cannot create: %s", o.json, strerror(errno));
+            goto fail;
+        }
+        bool bad = fputs(json, f) < 0 || fputc('\n', f) == EOF;
+        if (fclose(f) != 0 || bad) {
+            st = inf_fail(&err, INF_E_IO, "%s: write failed: %s", o.json, strerror(errno));
+            goto fail;
+        }
+        if (!o.quiet) fprintf(stderr, "bench: wrote %s\n", o.json);
+    }
+    rc = 0;
+    goto done;
+fail:
+    fprintf(stderr, "infemeral bench: %s\n", err.msg[0] ? err.msg : inf_strstatus(st));
+    rc = 1;
+done:
+    free(json);
+    cJSON_Delete(root);
+    free(runs);
+    free(ids);
+    session_close(&S);
     return rc;
 }
 
@@ -613,6 +869,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "run")) return cmd_run(argc - 2, argv + 2, false, false);
     if (!strcmp(cmd, "generate")) return cmd_run(argc - 2, argv + 2, true, false);
     if (!strcmp(cmd, "chat")) return cmd_run(argc - 2, argv + 2, true, true);
+    if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(cmd, "keygen")) return cmd_keygen(argc - 2, argv + 2);
     if (!strcmp(cmd, "prep")) return cmd_prep(argc - 2, argv + 2);
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {

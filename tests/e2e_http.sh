@@ -112,5 +112,40 @@ else
   skip=$((skip + 5)); echo "ok - # SKIP SmolLM2 GGUF not present"
 fi
 
+# 5. --profile and bench: the per-token phase table and the JSON report
+start_worker "$tmp/st/server" || exit 1
+G=("$BIN" generate --client-bundle "$tmp/st/client" --endpoint "http://127.0.0.1:$PORT_NUM" --worker-pub "$tmp/keys/worker.pub")
+"${G[@]}" --prompt "Once upon a time" --temperature 0 --max-tokens 16 --profile >/dev/null 2>"$tmp/prof.err"
+if grep -qE '^ +network +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+%' "$tmp/prof.err" && grep -q "peak memory" "$tmp/prof.err"; then
+  ok "generate --profile prints the phase table with a network row and the peak memory"
+else
+  bad "generate --profile:"; cat "$tmp/prof.err"
+fi
+"$BIN" bench --client-bundle "$tmp/st/client" --endpoint "http://127.0.0.1:$PORT_NUM" --worker-pub "$tmp/keys/worker.pub" \
+  --runs 2 --max-tokens 8 --json "$tmp/bench.json" >"$tmp/bench.out" 2>"$tmp/bench.err"
+if [ $? -eq 0 ] && python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+c = d["config"]
+assert c["mode"] == "remote" and c["runs"] == 2 and c["wire_dtype"] == "f16" and c["max_tokens"] == 8, c
+assert d["tokens_per_s"] > 0 and d["ttft_ms"] > 0 and d["peak_memory_mib"] > 0, d
+assert d["decode_tokens"] == 2 * 7 and len(d["per_run"]) == 2, d
+for k in ("embed", "cloak", "serialize", "seal", "network", "open", "uncloak", "lm_head", "sample"):
+    for q in ("p50_ms", "p95_ms", "p99_ms", "mean_ms", "share"):
+        assert q in d["phases"][k], (k, q)
+' "$tmp/bench.json"; then
+  ok "bench --runs 2 --max-tokens 8 --json writes the report (tokens/s, TTFT, phases, config)"
+else
+  bad "bench over HTTP:"; cat "$tmp/bench.err"; cat "$tmp/bench.json" 2>/dev/null | head -40
+fi
+stop_worker -TERM
+"$BIN" bench --client-bundle "$tmp/st/client" --server-bundle "$tmp/st/server" --runs 1 --warmup 0 --max-tokens 4 \
+  --json "$tmp/bench2.json" >/dev/null 2>"$tmp/bench2.err" && python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["config"]["mode"] == "split" and d["tokens_per_s"] > 0 and "layers" in d["phases"] and "network" not in d["phases"], d
+' "$tmp/bench2.json" && ok "bench in local split mode reports a layers phase instead of the network" \
+  || { bad "bench split:"; cat "$tmp/bench2.err"; }
+
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ]
