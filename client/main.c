@@ -6,6 +6,7 @@
  * exactly the model's text.
  */
 #include <cjson/cJSON.h>
+#include <cblas.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -622,10 +623,17 @@ static void profile_report(session *S, const inf_gen_stats *gs) {
     inf_profile_reset(S->profp);
 }
 
+/* Generation uses BLAS only for the per-token rotation (a d x d matrix-vector
+ * product): OpenBLAS's own threads would spin against the OpenMP threads of
+ * the forward pass and the lm_head, which measured p95 token latency 116 ms
+ * instead of 31 ms on 2 cores. prep keeps BLAS threads for its big GEMMs. */
+static void quiet_blas(void) { openblas_set_num_threads(1); }
+
 static int cmd_run(int argc, char **argv, bool remote, bool chat) {
     run_opts o;
     if (parse_run(argc, argv, &o, remote, chat, false)) return 2;
     if (o.threads > 0) omp_set_num_threads(o.threads);
+    quiet_blas();
     inf_error err = {{0}};
     session S;
     token_log cached = {0};
@@ -774,6 +782,7 @@ static int cmd_bench(int argc, char **argv) {
     run_opts o;
     if (parse_run(argc, argv, &o, false, false, true)) return 2;
     if (o.threads > 0) omp_set_num_threads(o.threads);
+    quiet_blas();
     inf_error err = {{0}};
     session S;
     int32_t *ids = NULL;

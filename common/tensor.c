@@ -494,6 +494,41 @@ INF_CLONES static float dot_f16(const uint8_t *p, const float *x, int64_t n) {
     return s;
 }
 
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && !defined(INF_NO_CLONES)
+/* With F16C the hardware converts 8 halves per instruction (vcvtph2ps);
+ * without it the lookup table above is the fast path, so this variant is
+ * picked at run time rather than cloned. Both are exact conversions. */
+typedef _Float16 v8h __attribute__((vector_size(16)));
+
+__attribute__((target("arch=x86-64-v3"))) static float dot_f16_f16c(const uint8_t *p, const float *x, int64_t n) {
+    v8f acc0 = {0}, acc1 = {0};
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        v8h h0, h1;
+        memcpy(&h0, p + 2 * j, 16);
+        memcpy(&h1, p + 2 * j + 16, 16);
+        acc0 += __builtin_convertvector(h0, v8f) * v8_load(x + j);
+        acc1 += __builtin_convertvector(h1, v8f) * v8_load(x + j + 8);
+    }
+    float s = v8_sum(acc0 + acc1);
+    for (; j < n; j++) {
+        uint16_t h;
+        memcpy(&h, p + 2 * j, 2);
+        s += inf_f16_to_f32(h) * x[j];
+    }
+    return s;
+}
+
+static int has_f16c(void) {
+    static int v = -1; /* benign race: every thread computes the same value */
+    if (v < 0) v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    return v;
+}
+#define DOT_F16(p, x, n) (has_f16c() ? dot_f16_f16c(p, x, n) : dot_f16(p, x, n))
+#else
+#define DOT_F16(p, x, n) dot_f16(p, x, n)
+#endif
+
 INF_CLONES static float dot_bf16(const uint8_t *p, const float *x, int64_t n) {
     v8f acc = {0};
     int64_t j = 0;
@@ -747,7 +782,7 @@ float inf_tensor_row_dot(const inf_tensor *t, int64_t row, const float *x) {
     const uint8_t *p = (const uint8_t *)t->data + (size_t)row * row_bytes;
     switch (t->dtype) {
     case INF_DT_F32: return dot_f32((const float *)(const void *)p, x, cols);
-    case INF_DT_F16: return dot_f16(p, x, cols);
+    case INF_DT_F16: return DOT_F16(p, x, cols);
     case INF_DT_BF16: return dot_bf16(p, x, cols);
     case INF_DT_Q8_0: return dot_q8_0(p, x, cols / 32);
     case INF_DT_Q4_0: return dot_q4_0(p, x, cols / 32);

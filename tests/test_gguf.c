@@ -850,3 +850,31 @@ Test(gguf, wrong_key_type) {
     gw_free(w);
     tmp_done(&t);
 }
+
+/* The half-precision dot kernels (the F16C path where the CPU has it, the
+ * lookup-table path otherwise) against a double reference, with lengths
+ * that exercise the vector tails and a deliberately unaligned row. */
+Test(gguf, f16_and_bf16_dots_match_double_reference) {
+    static uint8_t buf[2 * 1031 + 1];
+    float x[1031];
+    for (int len = 1; len <= 1031; len += 97) {
+        uint16_t *h = (uint16_t *)(void *)(buf + 1); /* odd address on purpose; read via memcpy */
+        for (int dt = 0; dt < 2; dt++) {
+            double ref = 0;
+            for (int j = 0; j < len; j++) {
+                float w = sinf(0.31f * j) * (j % 7 == 0 ? 40.0f : 0.5f);
+                uint16_t hv = dt == 0 ? inf_f32_to_f16(w) : inf_f32_to_bf16(w);
+                memcpy((uint8_t *)h + 2 * j, &hv, 2);
+                x[j] = cosf(0.17f * j);
+                ref += (double)(dt == 0 ? inf_f16_to_f32(hv) : inf_bf16_to_f32(hv)) * x[j];
+            }
+            inf_tensor t = {.dtype = dt == 0 ? INF_DT_F16 : INF_DT_BF16, .ndim = 2, .shape = {1, len},
+                            .data = h, .nbytes = 2 * (size_t)len};
+            double got = inf_tensor_row_dot(&t, 0, x);
+            double scale = 0;
+            for (int j = 0; j < len; j++) scale += fabs(x[j]) * 40.0;
+            cr_assert_leq(fabs(got - ref), 1e-6 * scale + 1e-6, "%s len %d: %.9g vs %.9g",
+                          dt == 0 ? "f16" : "bf16", len, got, ref);
+        }
+    }
+}
