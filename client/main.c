@@ -62,7 +62,9 @@ static void usage(FILE *f) {
             "  --top-p P         nucleus sampling mass (default 0.95; 1 = off)\n"
             "  --repeat-penalty R  divide the logits of recent tokens by R (default 1 = off)\n"
             "  --seed S          sampling seed (default 0): same seed, same text\n"
-            "  --ctx N           context limit in tokens (default: the model's)\n"
+            "  --ctx N           context limit in tokens (default: the model's); longer\n"
+            "                    conversations keep the first --sink-tokens (default 4)\n"
+            "                    and the most recent tokens\n"
             "  --threads N       CPU threads (default: all cores)\n"
             "  --system TEXT     system message for --chat\n"
             "  --no-bos          do not prepend BOS even when the tokenizer asks for it\n"
@@ -117,6 +119,7 @@ typedef struct {
     int runs, warmup;         /* bench */
     const char *json;         /* bench --json FILE */
     int max_tokens, ctx, threads;
+    int sink_tokens; /* context window: tokens kept from the start when the window slides */
     inf_sampler_params sp;
 } run_opts;
 
@@ -153,7 +156,7 @@ static int parse_float(const char *opt, const char *v, float *out) {
 static int parse_run(int argc, char **argv, run_opts *o, bool remote, bool chat, bool bench) {
     *o = (run_opts){.max_tokens = bench ? 32 : 256, .ctx = 0, .threads = 0, .sp = inf_sampler_defaults(),
                     .noise_sigma = -1, .dp_epsilon = -1, .dp_delta = -1, .remote = remote || bench, .chat = chat,
-                    .bench = bench, .runs = 5, .warmup = 1};
+                    .bench = bench, .runs = 5, .warmup = 1, .sink_tokens = 4};
     if (bench) o->sp.temperature = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -187,6 +190,7 @@ static int parse_run(int argc, char **argv, run_opts *o, bool remote, bool chat,
         else if (o->bench && !strcmp(a, "--json")) { NEEDV o->json = v; }
         else if (!strcmp(a, "--max-tokens")) { NEEDV if (parse_int(a, v, 0, INF_MAX_CTX, &x)) return -1; o->max_tokens = (int)x; }
         else if (!strcmp(a, "--ctx")) { NEEDV if (parse_int(a, v, 1, INF_MAX_CTX, &x)) return -1; o->ctx = (int)x; }
+        else if (!strcmp(a, "--sink-tokens")) { NEEDV if (parse_int(a, v, 0, 1 << 16, &x)) return -1; o->sink_tokens = (int)x; }
         else if (!strcmp(a, "--threads")) { NEEDV if (parse_int(a, v, 1, 1024, &x)) return -1; o->threads = (int)x; }
         else if (!strcmp(a, "--top-k")) { NEEDV if (parse_int(a, v, 0, INT_MAX, &x)) return -1; o->sp.top_k = (int)x; }
         else if (!strcmp(a, "--repeat-last-n")) { NEEDV if (parse_int(a, v, 0, 1 << 20, &x)) return -1; o->sp.repeat_last_n = (int)x; }
@@ -393,6 +397,30 @@ static int log_set(token_log *l, const int32_t *a, int na, const int32_t *b, int
 static inf_status run_turn(const run_opts *o, const inf_gen *g, inf_profile *prof, inf_sampler *s,
                            token_log *cached, const int32_t *ids, int n, out_ctx *out, inf_gen_stats *st,
                            inf_error *err) {
+    /* Context window. When the conversation and the reply would not fit, keep
+     * the first sink_tokens tokens (attention sinks) and the most recent ones,
+     * with positions renumbered: the worker truncates the session to the sinks
+     * and recomputes the window after them, so every key is rotated (RoPE) at
+     * a position inside the window and nothing stored is re-rotated. */
+    const int ctx = o->ctx > 0 && o->ctx < g->model->cfg.max_seq ? o->ctx : g->model->cfg.max_seq;
+    const int budget = ctx - o->max_tokens; /* room for the prompt */
+    int32_t *window = NULL;
+    if (n > budget) {
+        int sinks = o->sink_tokens;
+        if (budget < sinks + 1)
+            return inf_fail(err, INF_E_ARG,
+                            "the context (%d tokens) cannot hold --max-tokens %d plus %d attention-sink tokens and a prompt",
+                            ctx, o->max_tokens, sinks);
+        window = malloc(sizeof *window * (size_t)budget);
+        if (!window) return inf_fail(err, INF_E_NOMEM, "out of memory");
+        memcpy(window, ids, sizeof *window * (size_t)sinks);
+        memcpy(window + sinks, ids + (n - (budget - sinks)), sizeof *window * (size_t)(budget - sinks));
+        if (!o->quiet)
+            fprintf(stderr, "context: %d tokens and %d to generate exceed %d; keeping the first %d and the last %d\n",
+                    n, o->max_tokens, ctx, sinks, budget - sinks);
+        ids = window;
+        n = budget;
+    }
     int common = 0;
     while (common < n && common < cached->n && cached->ids[common] == ids[common]) common++;
     if (common == n) common = n - 1; /* at least one token must go in to get logits */
@@ -403,13 +431,17 @@ static inf_status run_turn(const run_opts *o, const inf_gen *g, inf_profile *pro
     out->n_gen = 0;
     inf_status rc = inf_generate_profiled(g, prof, &pos, ids + common, n - common, o->max_tokens, s, on_token,
                                           is_stop, out, st, err);
-    if (rc) return rc;
+    if (rc) {
+        free(window);
+        return rc;
+    }
     char buf[64];
     out_write(out, buf, tok_stream_flush(&out->stream, buf, sizeof buf));
     /* the cache now holds ids[0..n) and every generated token but the pending one */
     int ran = out->n_gen - (st->pending >= 0 ? 1 : 0);
-    if (log_set(cached, ids, n, out->gen, ran > 0 ? ran : 0))
-        return inf_fail(err, INF_E_NOMEM, "out of memory");
+    int bad = log_set(cached, ids, n, out->gen, ran > 0 ? ran : 0);
+    free(window);
+    if (bad) return inf_fail(err, INF_E_NOMEM, "out of memory");
     return INF_OK;
 }
 

@@ -74,6 +74,7 @@ fi
 expect_fail "int4 prep of a model whose widths are not multiples of 32" "not a multiple of 32" prep --model "$ST/stories260K.bin" --tokenizer "$ST/tok512.bin" --out "$tmp/i4" --weights int4
 expect_fail "prep without --out" "--out" prep --model "$ST/stories260K.bin"
 expect_fail "unknown --weights" "--weights" prep --model "$ST/stories260K.bin" --out "$tmp/w" --weights int3
+expect_fail "a context too small for --max-tokens" "cannot hold --max-tokens" run --model "$ST/stories260K.bin" --tokenizer "$ST/tok512.bin" --prompt "Once upon a time there was" --ctx 20 --max-tokens 18
 expect_fail "noise without the split path" "split path" run --model "$ST/stories260K.bin" --tokenizer "$ST/tok512.bin" --prompt hi --noise-sigma 0.1
 
 # 4. SmolLM2 answers a chat question (the README's first command)

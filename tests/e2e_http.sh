@@ -85,6 +85,15 @@ if [ -n "$SMOL" ] && [ -f "$SMOL" ]; then
   # the second turn sent only its new tokens (the worker kept the session)
   n2=$(grep -o 'prompt: [0-9]*' "$tmp/chat.err" | sed -n 2p | cut -d' ' -f2)
   [ -n "$n2" ] && [ "$n2" -lt 30 ] && ok "turn 2 sent only its $n2 new tokens" || bad "turn 2 resent the conversation ($n2 tokens)"
+  # a conversation longer than the context window keeps going: the client keeps the first
+  # tokens (attention sinks) and the latest, and the worker recomputes the window after them
+  printf 'Tell me about Paris in two sentences.\nAnd about Rome?\nAnd about Berlin?\nWhich of the three is largest?\n' |
+    "${C[@]}" --ctx 160 >"$tmp/win.txt" 2>"$tmp/win.err"
+  if [ "$(grep -c 'tok/s' "$tmp/win.err")" = 4 ] && grep -q "keeping the first 4" "$tmp/win.err"; then
+    ok "a 4-turn chat slides its window past --ctx 160 through the worker"
+  else
+    bad "sliding window:"; cat "$tmp/win.err"
+  fi
   # kill -9 the worker between two turns of one conversation; a new worker on the same
   # address continues the session from the encrypted store
   mkfifo "$tmp/in"
