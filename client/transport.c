@@ -13,7 +13,6 @@
 #include <time.h>
 
 #include "generate.h"
-#include "tensor.h"
 
 #define RUNPOD_API_BASE "https://api.runpod.ai/v2"
 #define RUNSYNC_LIMIT (20u << 20)   /* RunPod /runsync request limit */
@@ -244,14 +243,7 @@ static inf_status exchange(inf_remote *r, float *x, int n, int pos, inf_error *e
     uint8_t *states = malloc(count * es);
     buf body = {0};
     if (!states) return inf_fail(err, INF_E_NOMEM, "out of memory");
-    for (size_t i = 0; i < count; i++) {
-        uint16_t hv;
-        switch (r->o.dtype) {
-        case WIRE_F32: memcpy(states + 4 * i, &x[i], 4); break;
-        case WIRE_F16: hv = inf_f32_to_f16(x[i]); memcpy(states + 2 * i, &hv, 2); break;
-        case WIRE_BF16: hv = inf_f32_to_bf16(x[i]); memcpy(states + 2 * i, &hv, 2); break;
-        }
-    }
+    wire_states_from_f32(x, count, r->o.dtype, states);
     spent(r, INF_PH_SERIALIZE, &t);
     char url[1200];
     for (int attempt = 0;; attempt++) {
@@ -308,17 +300,7 @@ static inf_status exchange(inf_remote *r, float *x, int n, int pos, inf_error *e
         if (!st) st = wire_open_reply(&r->keys, &req, &rep, &out, &out_bytes, err);
         if (!st && out_bytes != count * es)
             st = inf_fail(err, INF_E_SHAPE, "worker reply holds %zu bytes of states, expected %zu", out_bytes, count * es);
-        if (!st) {
-            const uint8_t *p = out;
-            for (size_t i = 0; i < count; i++) {
-                uint16_t hv;
-                switch (r->o.dtype) {
-                case WIRE_F32: memcpy(&x[i], p + 4 * i, 4); break;
-                case WIRE_F16: memcpy(&hv, p + 2 * i, 2); x[i] = inf_f16_to_f32(hv); break;
-                case WIRE_BF16: memcpy(&hv, p + 2 * i, 2); x[i] = inf_bf16_to_f32(hv); break;
-                }
-            }
-        }
+        if (!st) wire_states_to_f32(out, count, r->o.dtype, x);
         spent(r, INF_PH_OPEN, &t);
         r->stats.requests++;
         free(out);

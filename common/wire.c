@@ -1,6 +1,8 @@
 /* wire.c — see wire.h and docs/wire.md. */
 #include "wire.h"
 
+#include "tensor.h"
+
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -52,6 +54,30 @@ inf_status wire_dtype_parse(const char *s, const char *field, wire_dtype *t, inf
                         printable(s, pb, sizeof pb));
     }
     return INF_OK;
+}
+
+void wire_states_from_f32(const float *x, size_t count, wire_dtype t, void *out) {
+    uint8_t *p = out;
+    for (size_t i = 0; i < count; i++) {
+        uint16_t hv;
+        switch (t) {
+        case WIRE_F32: memcpy(p + 4 * i, &x[i], 4); break;
+        case WIRE_F16: hv = inf_f32_to_f16(x[i]); memcpy(p + 2 * i, &hv, 2); break;
+        case WIRE_BF16: hv = inf_f32_to_bf16(x[i]); memcpy(p + 2 * i, &hv, 2); break;
+        }
+    }
+}
+
+void wire_states_to_f32(const void *in, size_t count, wire_dtype t, float *x) {
+    const uint8_t *p = in;
+    for (size_t i = 0; i < count; i++) {
+        uint16_t hv;
+        switch (t) {
+        case WIRE_F32: memcpy(&x[i], p + 4 * i, 4); break;
+        case WIRE_F16: memcpy(&hv, p + 2 * i, 2); x[i] = inf_f16_to_f32(hv); break;
+        case WIRE_BF16: memcpy(&hv, p + 2 * i, 2); x[i] = inf_bf16_to_f32(hv); break;
+        }
+    }
 }
 
 inf_status wire_states_bytes(int32_t n, int32_t d, wire_dtype t, size_t *bytes, inf_error *err) {

@@ -86,6 +86,10 @@ inf_status wire_dtype_parse(const char *s, const char *field, wire_dtype *t, inf
 
 /* n * d * elem, checked. */
 inf_status wire_states_bytes(int32_t n, int32_t d, wire_dtype t, size_t *bytes, inf_error *err);
+/* count values between f32 and the wire dtype (little-endian; f16/bf16
+ * round to nearest even). Both ends of the wire use these. */
+void wire_states_from_f32(const float *x, size_t count, wire_dtype t, void *out);
+void wire_states_to_f32(const void *in, size_t count, wire_dtype t, float *x);
 
 /* The largest JSON text of a request carrying n x d states of type t
  * uncompressed (a compressed one is never larger): what a client checks

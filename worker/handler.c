@@ -27,7 +27,6 @@
 #include "kv.h"
 #include "kvstore.h"
 #include "model.h"
-#include "tensor.h"
 #include "wire.h"
 
 #define LOCK_STRIPES 64
@@ -124,30 +123,6 @@ static char *fail_json(int *http_status, int code, const char *kind, const char 
     return j;
 }
 
-static void to_f32(const void *src, wire_dtype dt, size_t n, float *dst) {
-    const uint8_t *p = src;
-    for (size_t i = 0; i < n; i++) {
-        uint16_t hv;
-        switch (dt) {
-        case WIRE_F32: memcpy(&dst[i], p + 4 * i, 4); break;
-        case WIRE_F16: memcpy(&hv, p + 2 * i, 2); dst[i] = inf_f16_to_f32(hv); break;
-        case WIRE_BF16: memcpy(&hv, p + 2 * i, 2); dst[i] = inf_bf16_to_f32(hv); break;
-        }
-    }
-}
-
-static void from_f32(const float *src, wire_dtype dt, size_t n, void *dst) {
-    uint8_t *p = dst;
-    for (size_t i = 0; i < n; i++) {
-        uint16_t hv;
-        switch (dt) {
-        case WIRE_F32: memcpy(p + 4 * i, &src[i], 4); break;
-        case WIRE_F16: hv = inf_f32_to_f16(src[i]); memcpy(p + 2 * i, &hv, 2); break;
-        case WIRE_BF16: hv = inf_f32_to_bf16(src[i]); memcpy(p + 2 * i, &hv, 2); break;
-        }
-    }
-}
-
 char *inf_handle(inf_handler *h, const char *json, size_t len, int *http_status) {
     inf_error err = {{0}};
     wire_msg req = {0}, rep = {0};
@@ -215,7 +190,7 @@ char *inf_handle(inf_handler *h, const char *json, size_t len, int *http_status)
         out = fail_json(http_status, 500, "nomem", "out of memory for the hidden states");
         goto done;
     }
-    to_f32(states, req.dtype, count, x);
+    wire_states_to_f32(states, count, req.dtype, x);
     if ((st = cpu_forward(h->model, &kv, x, req.n, (int)req.pos, &err)) ||
         (st = kvs_commit(h->store, req.session, kv_key, &kv, (int)req.pos, req.step, &err))) {
         out = fail_json(http_status, http_for(st), wire_status_code(st), err.msg);
@@ -224,7 +199,7 @@ char *inf_handle(inf_handler *h, const char *json, size_t len, int *http_status)
     pthread_mutex_unlock(&h->locks[lk]);
     locked = false;
 
-    from_f32(x, req.dtype, count, states); /* same dtype and size as the request's */
+    wire_states_from_f32(x, count, req.dtype, states); /* same dtype and size as the request's */
     rep.n = req.n;
     rep.d = req.d;
     rep.dtype = req.dtype;
