@@ -360,15 +360,21 @@ static enum MHD_Result status(fake_rp *f, struct MHD_Connection *c, const char *
 
 /* --------------------------------------------------------------- routing */
 
+/* s without prefix, or NULL when s does not start with it. */
+static const char *after(const char *s, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return strncmp(s, prefix, n) ? NULL : s + n;
+}
+
 static enum MHD_Result route(fake_rp *f, struct MHD_Connection *c, const char *url, const char *method,
                              conn *cn)
 {
     char prefix[128];
     snprintf(prefix, sizeof prefix, "/v2/%s/", f->ep);
-    size_t pl = strlen(prefix);
-    if (strncmp(url, prefix, pl) != 0)
+    if (!after(url, prefix))
         return reply(c, 404, "{\"error\":\"endpoint not found\"}");
-    const char *rest = url + pl;
+    const char *rest = after(url, prefix);
     const char *auth = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
     size_t podl = strlen(f->pod);
     int worker_route = !strncmp(rest, "job-take", 8) || !strncmp(rest, "job-done/", 9) ||
@@ -382,15 +388,20 @@ static enum MHD_Result route(fake_rp *f, struct MHD_Connection *c, const char *u
             return reply(c, 401, "{\"error\":\"unauthorized\"}");
         }
         int get = !strcmp(method, "GET");
-        if (get && !strncmp(rest, "job-take/", 9) && !strcmp(rest + 9, f->pod))
+        const char *t;
+        char p_take[128], p_batch[128], p_ping[128];
+        snprintf(p_take, sizeof p_take, "job-take/%s", f->pod);
+        snprintf(p_batch, sizeof p_batch, "job-take-batch/%s", f->pod);
+        snprintf(p_ping, sizeof p_ping, "ping/%s", f->pod);
+        if (get && !strcmp(rest, p_take))
             return take(f, c, 0);
-        if (get && !strncmp(rest, "job-take-batch/", 15) && !strcmp(rest + 15, f->pod))
+        if (get && !strcmp(rest, p_batch))
             return take(f, c, 1);
-        if (get && !strncmp(rest, "ping/", 5) && !strcmp(rest + 5, f->pod))
+        if (get && !strcmp(rest, p_ping))
             return ping(f, c);
-        if (!strcmp(method, "POST") && !strncmp(rest, "job-done/", 9) && !strncmp(rest + 9, f->pod, podl) &&
-            rest[9 + podl] == '/')
-            return job_done(f, c, rest + 10 + podl, cn);
+        if (!strcmp(method, "POST") && (t = after(rest, "job-done/")) && !strncmp(t, f->pod, podl) &&
+            t[podl] == '/')
+            return job_done(f, c, t + podl + 1, cn);
         pthread_mutex_lock(&f->mu);
         text_add(&f->viol, "unexpected worker call %s %s", method, rest);
         pthread_mutex_unlock(&f->mu);
