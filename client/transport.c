@@ -207,7 +207,8 @@ static inf_status runpod_output(const char *url, long code, const char *body, cJ
         inf_status st = cJSON_IsString(c) ? wire_code_status(c->valuestring) : INF_E_FORMAT;
         if (code == 409) st = INF_E_AUTH; /* replay/pos conflicts: not retried blindly */
         if (code >= 500 || code == 429) st = INF_E_BUSY;
-        return inf_fail(err, st, "worker: %s%s%s", cJSON_IsString(c) ? c->valuestring : "",
+        return inf_fail(err, st, "worker%s%s%s: %s%s%s", job_id[0] ? " job " : "", job_id,
+                        !strcmp(s, "FAILED") ? " FAILED" : "", cJSON_IsString(c) ? c->valuestring : "",
                         cJSON_IsString(c) ? ": " : "", msg ? msg : "(no message)");
     }
     if (!strcmp(s, "IN_QUEUE") || !strcmp(s, "IN_PROGRESS")) {
