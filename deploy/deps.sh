@@ -9,7 +9,7 @@
 set -euo pipefail
 
 CACHE="${INFEMERAL_CACHE:-$HOME/.cache/infemeral}"
-PKGS=(meson ninja-build pkg-config gcc libc6-dev python3 python3-pip unzip ca-certificates
+PKGS=(meson ninja-build pkg-config gcc libc6-dev python3 python3-pip unzip ca-certificates curl xxd
       libcriterion-dev libpcre2-dev libopenblas-dev liblapacke-dev libcjson-dev
       libcurl4-openssl-dev libmicrohttpd-dev libzstd-dev libssl-dev)
 
