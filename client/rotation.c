@@ -4,6 +4,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "rotation.h"
 
+#include "mapfile.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -54,40 +56,6 @@ void rot_seed_wipe(rot_seed *seed) {
     if (seed) OPENSSL_cleanse(seed->b, sizeof seed->b);
 }
 
-static int write_all(int fd, const char *p, size_t n) {
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* fsync the directory holding path, so the new name survives a crash. */
-static void fsync_parent(const char *path) {
-    char dir[4096];
-    const char *slash = strrchr(path, '/');
-    if (!slash) {
-        snprintf(dir, sizeof dir, ".");
-    } else if (slash == path) {
-        snprintf(dir, sizeof dir, "/");
-    } else {
-        size_t len = (size_t)(slash - path);
-        if (len >= sizeof dir) return;
-        memcpy(dir, path, len);
-        dir[len] = '\0';
-    }
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        (void)fsync(fd);
-        close(fd);
-    }
-}
-
 inf_status rot_seed_write(const char *path, const rot_seed *seed, inf_error *err) {
     static const char hexd[] = "0123456789abcdef";
     char text[2 * ROT_SEED_BYTES + 1];
@@ -112,7 +80,7 @@ inf_status rot_seed_write(const char *path, const rot_seed *seed, inf_error *err
         text[2 * i + 1] = hexd[seed->b[i] & 15];
     }
     text[2 * ROT_SEED_BYTES] = '\n';
-    int bad = write_all(fd, text, sizeof text) != 0 || fsync(fd) != 0;
+    int bad = inf_write_all(fd, text, sizeof text) != 0 || fsync(fd) != 0;
     int e = errno;
     OPENSSL_cleanse(text, sizeof text);
     if (close(fd) != 0 && !bad) {
@@ -123,7 +91,7 @@ inf_status rot_seed_write(const char *path, const rot_seed *seed, inf_error *err
         unlink(path);
         return inf_fail(err, INF_E_IO, "%s: cannot write the seed file: %s", path, strerror(e));
     }
-    fsync_parent(path);
+    (void)inf_fsync_parent(path);
     return INF_OK;
 }
 

@@ -18,32 +18,11 @@
 #include <openssl/rand.h>
 
 #include "base64.h"
+#include "mapfile.h"
 
 #define FPR_DOMAIN "infemeral worker key v1"
 
 /* ---- small helpers ------------------------------------------------------------ */
-
-static int write_all(int fd, const void *buf, size_t n) {
-    const char *p = buf;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-static void fsync_dir(const char *dir) {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        (void)fsync(fd);
-        close(fd);
-    }
-}
 
 static void put_be32(uint8_t *p, uint32_t v) {
     p[0] = (uint8_t)(v >> 24);
@@ -244,7 +223,7 @@ inf_status keys_write(const char *dir, const keys_pair *kp, inf_error *err) {
     char text[KEYS_B64_LEN + 2];
     b64_encode(kp->priv, KEYS_BYTES, text);
     text[KEYS_B64_LEN] = '\n';
-    int bad = fchmod(fd, 0600) != 0 || write_all(fd, text, KEYS_B64_LEN + 1) != 0 || fsync(fd) != 0;
+    int bad = fchmod(fd, 0600) != 0 || inf_write_all(fd, text, KEYS_B64_LEN + 1) != 0 || fsync(fd) != 0;
     int e = errno;
     OPENSSL_cleanse(text, sizeof text);
     if (close(fd) != 0 && !bad) {
@@ -262,7 +241,7 @@ inf_status keys_write(const char *dir, const keys_pair *kp, inf_error *err) {
     fd = open(tpath, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
     bad = fd < 0;
     if (!bad) {
-        bad = fchmod(fd, 0644) != 0 || write_all(fd, text, KEYS_B64_LEN + 1) != 0 || fsync(fd) != 0;
+        bad = fchmod(fd, 0644) != 0 || inf_write_all(fd, text, KEYS_B64_LEN + 1) != 0 || fsync(fd) != 0;
         e = errno;
         if (close(fd) != 0 && !bad) {
             bad = 1;
@@ -278,11 +257,11 @@ inf_status keys_write(const char *dir, const keys_pair *kp, inf_error *err) {
     }
     if (bad) {
         unlink(kpath);
-        fsync_dir(dir);
+        (void)inf_fsync_dir(dir);
         return inf_fail(err, INF_E_IO, "%s: cannot write the public key file: %s (the new worker.key was removed)",
                         ppath, strerror(e));
     }
-    fsync_dir(dir);
+    (void)inf_fsync_dir(dir);
     return INF_OK;
 }
 

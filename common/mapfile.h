@@ -22,6 +22,15 @@ typedef struct {
 inf_status inf_map_open(inf_mapfile *m, const char *path, inf_error *err);
 void inf_map_close(inf_mapfile *m);
 
+/* write(2) until all n bytes are out (retrying EINTR and short writes).
+ * Returns 0, or -1 with errno set. */
+int inf_write_all(int fd, const void *buf, size_t n);
+/* fsync a directory, or the directory holding `path`, so that a rename or
+ * a create inside it survives a crash. Returns 0, or -1 with errno set
+ * (EINVAL from filesystems that cannot sync directories counts as 0). */
+int inf_fsync_dir(const char *dir);
+int inf_fsync_parent(const char *path);
+
 /* Reads a whole (small) file into a NUL-terminated malloc'd buffer; caller
  * frees. Refuses files larger than max_bytes. */
 inf_status inf_read_file(const char *path, size_t max_bytes, char **out, size_t *len,

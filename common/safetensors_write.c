@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "mapfile.h"
 #include "safetensors.h"
 
 typedef struct {
@@ -227,34 +228,13 @@ static int cmp_layout(const void *a, const void *b) {
 /* ---- writing -------------------------------------------------------------------- */
 
 static inf_status write_all(int fd, const void *p, size_t n, const char *path, inf_error *err) {
-    const char *c = p;
-    while (n > 0) {
-        size_t chunk = n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n;
-        ssize_t k = write(fd, c, chunk);
-        if (k < 0) {
-            if (errno == EINTR) continue;
-            return inf_fail(err, INF_E_IO, "%s: write failed: %s", path, strerror(errno));
-        }
-        c += k;
-        n -= (size_t)k;
-    }
+    if (inf_write_all(fd, p, n) != 0) return inf_fail(err, INF_E_IO, "%s: write failed: %s", path, strerror(errno));
     return INF_OK;
 }
 
 static inf_status fsync_dir_of(const char *path, inf_error *err) {
-    char dir[2048];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (!slash) snprintf(dir, sizeof dir, ".");
-    else if (slash == dir) dir[1] = '\0';
-    else *slash = '\0';
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return inf_fail(err, INF_E_IO, "%s: cannot open directory to sync: %s", dir, strerror(errno));
-    int rc = fsync(fd);
-    int e = errno;
-    close(fd);
-    if (rc != 0 && e != EINVAL) /* some filesystems cannot sync directories */
-        return inf_fail(err, INF_E_IO, "%s: directory fsync failed: %s", dir, strerror(e));
+    if (inf_fsync_parent(path) != 0)
+        return inf_fail(err, INF_E_IO, "%s: fsync of its directory failed: %s", path, strerror(errno));
     return INF_OK;
 }
 
