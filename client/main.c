@@ -278,11 +278,6 @@ static int parse_run(int argc, char **argv, run_opts *o, bool remote, bool chat,
 
 /* ---- tokenizer discovery ---------------------------------------------------- */
 
-static bool has_suffix(const char *s, const char *suf) {
-    size_t n = strlen(s), k = strlen(suf);
-    return n >= k && strcmp(s + n - k, suf) == 0;
-}
-
 static inf_status load_tokenizer(const run_opts *o, const inf_model *m, tok_tokenizer **out,
                                  char **tmpl, inf_error *err) {
     if (o->tokenizer) return tok_load_file(o->tokenizer, m->cfg.vocab_size, out, tmpl, err);
@@ -300,12 +295,7 @@ static inf_status load_tokenizer(const run_opts *o, const inf_model *m, tok_toke
     case INF_SRC_SAFETENSORS:
     case INF_SRC_AWQ: {
         char path[2048];
-        const char *slash = strrchr(o->model, '/');
-        if (has_suffix(o->model, ".safetensors"))
-            snprintf(path, sizeof path, "%.*s/tokenizer.json", slash ? (int)(slash - o->model) : 1,
-                     slash ? o->model : ".");
-        else
-            snprintf(path, sizeof path, "%s/tokenizer.json", o->model);
+        tok_hf_path(o->model, path, sizeof path);
         return tok_load_hf_json(path, out, err);
     }
     default:

@@ -16,6 +16,7 @@
 #include "model.h"
 #include "rotation.h"
 #include "safetensors.h"
+#include "tokenizer.h"
 
 inf_status prep_parse_weights(const char *s, prep_weights *out, inf_error *err) {
     static const char *names[] = {"f32", "f16", "bf16", "int4"};
@@ -330,38 +331,26 @@ static inf_status write_tokenizer(const prep_opts *o, const inf_model *m, const 
     if (!src) {
         if (m->source == INF_SRC_GGUF) src = o->model;
         else if (m->source == INF_SRC_SAFETENSORS || m->source == INF_SRC_AWQ) {
-            struct stat sb;
-            if (stat(o->model, &sb) == 0 && S_ISDIR(sb.st_mode)) snprintf(guess, sizeof guess, "%s/tokenizer.json", o->model);
-            else {
-                const char *sl = strrchr(o->model, '/');
-                snprintf(guess, sizeof guess, "%.*s/tokenizer.json", sl ? (int)(sl - o->model) : 1, sl ? o->model : ".");
-            }
+            tok_hf_path(o->model, guess, sizeof guess);
             src = guess;
         } else {
             return inf_fail(err, INF_E_NOTFOUND, "%s: this checkpoint carries no tokenizer; pass --tokenizer PATH", o->model);
         }
     }
-    FILE *f = fopen(src, "rb");
-    if (!f) return inf_fail(err, INF_E_IO, "%s: cannot open tokenizer: %s", src, strerror(errno));
-    char head[8] = {0};
-    size_t n = fread(head, 1, sizeof head, f);
-    fclose(f);
-    if (n >= 4 && !memcmp(head, "GGUF", 4)) {
+    tok_file_kind kind;
+    inf_status st = tok_file_kind_of(src, &kind, err);
+    if (st) return st;
+    if (kind == TOK_FILE_GGUF) { /* only its tokenizer.* keys, not the weights */
         gguf_file *g;
-        inf_status st = gguf_open(src, &g, err);
-        if (st) return st;
+        if ((st = gguf_open(src, &g, err))) return st;
         snprintf(path, sizeof path, "%s/tokenizer.gguf", cdir);
         st = gguf_write_kv_subset(g, "tokenizer.", path, err);
         gguf_close(g);
         return st;
     }
-    const char *name = head[0] == '{' ? "tokenizer.json" : "tokenizer.bin";
-    if (head[0] != '{') { /* tiktoken text vs llama2.c binary */
-        bool text = n > 0;
-        for (size_t i = 0; i < n && text; i++) text = (head[i] >= 0x20 && head[i] < 0x7f) || head[i] == '\n';
-        if (text) name = "tokenizer.model";
-    }
-    snprintf(path, sizeof path, "%s/%s", cdir, name);
+    static const char *names[] = {[TOK_FILE_HF_JSON] = "tokenizer.json", [TOK_FILE_TIKTOKEN] = "tokenizer.model",
+                                  [TOK_FILE_LLAMA2C] = "tokenizer.bin"};
+    snprintf(path, sizeof path, "%s/%s", cdir, names[kind]);
     return copy_file(src, path, err);
 }
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "mapfile.h"
 #include "tokenizer.h"
@@ -651,18 +652,44 @@ static bool tl_has_suffix(const char *s, const char *suf) {
     return n >= k && strcmp(s + n - k, suf) == 0;
 }
 
-inf_status tok_load_file(const char *path, int vocab, tok_tokenizer **out, char **tmpl,
-                         inf_error *err) {
-    if (tmpl) *tmpl = NULL;
+inf_status tok_file_kind_of(const char *path, tok_file_kind *kind, inf_error *err) {
     FILE *f = fopen(path, "rb");
-    if (!f) return inf_fail(err, INF_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (!f) return inf_fail(err, INF_E_IO, "%s: cannot open tokenizer: %s", path, strerror(errno));
     char head[64] = {0};
     size_t n = fread(head, 1, sizeof head - 1, f);
     fclose(f);
-    if (n >= 4 && memcmp(head, "GGUF", 4) == 0) {
+    if (n >= 4 && memcmp(head, "GGUF", 4) == 0) *kind = TOK_FILE_GGUF;
+    else if (tl_has_suffix(path, ".json") || (n > 0 && head[0] == '{')) *kind = TOK_FILE_HF_JSON;
+    else {
+        /* tiktoken: "<base64> <rank>" text lines; else llama2.c's binary */
+        bool text = n > 0;
+        for (size_t i = 0; i < n && text; i++)
+            text = (head[i] >= 0x20 && head[i] < 0x7f) || head[i] == '\n' || head[i] == '\r';
+        *kind = text ? TOK_FILE_TIKTOKEN : TOK_FILE_LLAMA2C;
+    }
+    return INF_OK;
+}
+
+void tok_hf_path(const char *model_path, char *out, size_t cap) {
+    struct stat sb;
+    if (stat(model_path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        snprintf(out, cap, "%s/tokenizer.json", model_path);
+        return;
+    }
+    const char *sl = strrchr(model_path, '/');
+    snprintf(out, cap, "%.*s/tokenizer.json", sl ? (int)(sl - model_path) : 1, sl ? model_path : ".");
+}
+
+inf_status tok_load_file(const char *path, int vocab, tok_tokenizer **out, char **tmpl,
+                         inf_error *err) {
+    if (tmpl) *tmpl = NULL;
+    tok_file_kind kind;
+    inf_status st = tok_file_kind_of(path, &kind, err);
+    if (st) return st;
+    switch (kind) {
+    case TOK_FILE_GGUF: {
         gguf_file *g;
-        inf_status st = gguf_open(path, &g, err);
-        if (st) return st;
+        if ((st = gguf_open(path, &g, err))) return st;
         st = tok_load_gguf(g, out, err);
         gguf_str t;
         if (st == INF_OK && tmpl && gguf_get_str(g, "tokenizer.chat_template", &t, NULL) == INF_OK)
@@ -670,11 +697,8 @@ inf_status tok_load_file(const char *path, int vocab, tok_tokenizer **out, char 
         gguf_close(g);
         return st;
     }
-    if (tl_has_suffix(path, ".json") || (n > 0 && head[0] == '{')) return tok_load_hf_json(path, out, err);
-    /* tiktoken: "<base64> <rank>" text lines */
-    bool text = n > 0;
-    for (size_t i = 0; i < n && text; i++)
-        text = (head[i] >= 0x20 && head[i] < 0x7f) || head[i] == '\n' || head[i] == '\r';
-    if (text) return tok_load_tiktoken(path, out, err);
-    return tok_load_llama2c(path, vocab, out, err);
+    case TOK_FILE_HF_JSON: return tok_load_hf_json(path, out, err);
+    case TOK_FILE_TIKTOKEN: return tok_load_tiktoken(path, out, err);
+    default: return tok_load_llama2c(path, vocab, out, err);
+    }
 }

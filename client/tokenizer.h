@@ -55,6 +55,14 @@ inf_status tok_load_tiktoken(const char *path, tok_tokenizer **out, inf_error *e
  * dummy prefix space, add BOS by default. */
 inf_status tok_load_llama2c(const char *path, int vocab_size, tok_tokenizer **out, inf_error *err);
 
+typedef enum { TOK_FILE_GGUF, TOK_FILE_HF_JSON, TOK_FILE_TIKTOKEN, TOK_FILE_LLAMA2C } tok_file_kind;
+/* What kind of tokenizer file `path` is, by content (and a .json name);
+ * the same rule tok_load_file loads by. */
+inf_status tok_file_kind_of(const char *path, tok_file_kind *kind, inf_error *err);
+/* Where a Hugging Face checkpoint keeps its tokenizer: tokenizer.json in
+ * the model directory, or beside a .safetensors file. */
+void tok_hf_path(const char *model_path, char *out, size_t cap);
+
 /* Any of the above, recognized by content: a GGUF (its tokenizer.* keys),
  * tokenizer.json, Meta's tiktoken text, else a llama2.c .bin (which needs
  * vocab_size). When tmpl is non-NULL and the file is a GGUF with a
