@@ -96,6 +96,29 @@ static inf_status check_weight(const inf_tensor *t, const char *name, int64_t ro
     return INF_OK;
 }
 
+void inf_rope_inv_freq(const inf_model_config *c, const float *freq_factors, float *inv) {
+    int half = c->head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        double f = pow((double)c->rope_theta, -2.0 * i / c->head_dim);
+        if (c->rope_scaling == INF_ROPE_SCALING_LLAMA3) {
+            /* Llama 3.1: long wavelengths are slowed by `factor`, short ones
+             * kept, and the band between is interpolated smoothly. */
+            double wavelen = 2.0 * M_PI / f;
+            double low_wl = c->rope_orig_ctx / c->rope_low_freq;
+            double high_wl = c->rope_orig_ctx / c->rope_high_freq;
+            if (wavelen > low_wl) {
+                f = f / c->rope_factor;
+            } else if (wavelen >= high_wl) {
+                double smooth = (c->rope_orig_ctx / wavelen - c->rope_low_freq) /
+                                (c->rope_high_freq - c->rope_low_freq);
+                f = (1.0 - smooth) * f / c->rope_factor + smooth * f;
+            }
+        }
+        if (freq_factors) f /= freq_factors[i];
+        inv[i] = (float)f;
+    }
+}
+
 #define CHECK_RANGE(field, lo, hi)                                                               \
     do {                                                                                         \
         if (!(c->field >= (lo) && c->field <= (hi)))                                             \
@@ -167,25 +190,7 @@ inf_status inf_model_finalize(inf_model *m, inf_error *err) {
                             "%s: rope_scaling high_freq_factor (%g) must exceed low_freq_factor (%g)",
                             m->path, c->rope_high_freq, c->rope_low_freq);
     }
-    for (int i = 0; i < half; i++) {
-        double f = pow((double)c->rope_theta, -2.0 * i / c->head_dim);
-        if (c->rope_scaling == INF_ROPE_SCALING_LLAMA3) {
-            /* Llama 3.1: long wavelengths are slowed by `factor`, short ones
-             * kept, and the band between is interpolated smoothly. */
-            double wavelen = 2.0 * M_PI / f;
-            double low_wl = c->rope_orig_ctx / c->rope_low_freq;
-            double high_wl = c->rope_orig_ctx / c->rope_high_freq;
-            if (wavelen > low_wl) {
-                f = f / c->rope_factor;
-            } else if (wavelen >= high_wl) {
-                double smooth = (c->rope_orig_ctx / wavelen - c->rope_low_freq) /
-                                (c->rope_high_freq - c->rope_low_freq);
-                f = (1.0 - smooth) * f / c->rope_factor + smooth * f;
-            }
-        }
-        if (m->rope_freq_factors) f /= m->rope_freq_factors[i];
-        inv[i] = (float)f;
-    }
+    inf_rope_inv_freq(c, m->rope_freq_factors, inv);
     m->rope_inv_freq = inv;
     return INF_OK;
 }

@@ -113,6 +113,11 @@ inf_status inf_model_gain(inf_model *m, const inf_tensor *t, const char *name, i
  * tensor. Every loader calls this last. */
 inf_status inf_model_finalize(inf_model *m, inf_error *err);
 
+/* inv[i] = theta^(-2i/head_dim) for i < head_dim/2, with llama3 scaling
+ * applied and divided by freq_factors[i] when given (GGUF rope_freqs). The
+ * config must already be range-checked (inf_model_finalize does). */
+void inf_rope_inv_freq(const inf_model_config *c, const float *freq_factors, float *inv);
+
 /* Format-specific loaders. */
 inf_status inf_model_load_gguf(const char *path, inf_model **out, inf_error *err);
 inf_status inf_model_load_llama2c(const char *path, inf_model **out, inf_error *err);
