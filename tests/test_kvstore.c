@@ -1201,3 +1201,87 @@ Test(kvstore, timing_smollm2_sized_session, .timeout = 300) {
     inf_kv_free(&kv);
     fx_close(&f);
 }
+
+/* ---- checkout / release: the request path's no-copy loads -------------------- */
+
+/* Decoding through checkout/commit/release: every load after the first is a
+ * lend (no copy), the state is always the committed one (checked against a
+ * cold store reading the disk), compaction included (max_segments 4). */
+Test(kvstore, checkout_lends_without_copy_and_stays_exact) {
+    fixture f;
+    fx_open(&f, 2, 4);
+    char sid[33];
+    uint8_t key[32];
+    sid_of(sid, 70);
+    key_of(key, 70);
+    inf_error e;
+    inf_kv want, kv;
+    cr_assert_eq(inf_kv_init(&want, &f.cfg, 4096, &e), INF_OK);
+    cr_assert_eq(inf_kv_init(&kv, &f.cfg, 4096, &e), INF_OK);
+    fill(&kv, 0, 5, 1);
+    fill(&want, 0, 5, 1);
+    cr_assert_eq(kvs_commit(f.s, sid, key, &kv, 0, 1, &e), INF_OK, "%s", e.msg);
+    kvs_release(f.s, sid, &kv); /* a new session's kv: freed */
+    cr_assert_null(kv.k);
+    kvs_store *cold = cold_store(f.dir);
+    for (int step = 2; step <= 12; step++) {
+        uint64_t last = 0;
+        cr_assert_eq(kvs_checkout(f.s, sid, key, &f.cfg, 4096, &kv, &last, &e), INF_OK, "%s", e.msg);
+        cr_assert_eq(last, (uint64_t)step - 1);
+        cr_assert(kv_equal(&kv, &want), "step %d: the lent state differs from the committed one", step);
+        fill(&kv, 3 + step, 4 + step, 100 + (uint32_t)step); /* truncate by one, append two */
+        fill(&want, 3 + step, 4 + step, 100 + (uint32_t)step);
+        cr_assert_eq(kvs_commit(f.s, sid, key, &kv, 3 + step, (uint64_t)step, &e), INF_OK, "%s", e.msg);
+        kvs_release(f.s, sid, &kv);
+        assert_loads(cold, sid, key, &f.cfg, &want, (uint64_t)step);
+    }
+    kvs_stats st;
+    kvs_get_stats(f.s, &st);
+    cr_assert_geq(st.lends, 10, "only %llu of 11 checkouts were served without a copy", (unsigned long long)st.lends);
+    /* A plain load after all that still copies and still matches. */
+    assert_loads(f.s, sid, key, &f.cfg, &want, 12);
+    kvs_close(cold);
+    inf_kv_free(&want);
+    fx_close(&f);
+}
+
+/* A request that fails after checkout (no commit) must not leave its
+ * half-computed rows in the cache: the next load reads the disk. */
+Test(kvstore, release_without_commit_drops_the_lent_state) {
+    fixture f;
+    fx_open(&f, 2, 0);
+    char sid[33];
+    uint8_t key[32];
+    sid_of(sid, 71);
+    key_of(key, 71);
+    inf_error e;
+    inf_kv want, kv;
+    cr_assert_eq(inf_kv_init(&want, &f.cfg, 4096, &e), INF_OK);
+    fill(&want, 0, 6, 7);
+    cr_assert_eq(kvs_commit(f.s, sid, key, &want, 0, 1, &e), INF_OK, "%s", e.msg);
+    cr_assert_eq(kvs_checkout(f.s, sid, key, &f.cfg, 4096, &kv, NULL, &e), INF_OK, "%s", e.msg);
+    kvs_stats st;
+    kvs_get_stats(f.s, &st);
+    cr_assert_eq(st.lends, 1);
+    fill(&kv, 2, 9, 99); /* the forward pass scribbled on it, then failed */
+    kvs_release(f.s, sid, &kv);
+    assert_loads(f.s, sid, key, &f.cfg, &want, 1);
+    kvs_get_stats(f.s, &st);
+    cr_assert_eq(st.segments_read, 1, "the scribbled cache entry must not be served");
+    /* a commit under the wrong key while lent: refused, and the entry dropped */
+    uint8_t bad[32];
+    key_of(bad, 72);
+    cr_assert_eq(kvs_checkout(f.s, sid, key, &f.cfg, 4096, &kv, NULL, &e), INF_OK, "%s", e.msg);
+    fill(&kv, 6, 7, 5);
+    cr_assert_eq(kvs_commit(f.s, sid, bad, &kv, 6, 2, &e), INF_E_AUTH);
+    kvs_release(f.s, sid, &kv);
+    assert_loads(f.s, sid, key, &f.cfg, &want, 1);
+    /* forget while lent: the release frees, the session is gone */
+    cr_assert_eq(kvs_checkout(f.s, sid, key, &f.cfg, 4096, &kv, NULL, &e), INF_OK, "%s", e.msg);
+    cr_assert_eq(kvs_forget(f.s, sid, &e), INF_OK, "%s", e.msg);
+    kvs_release(f.s, sid, &kv);
+    inf_kv got;
+    cr_assert_eq(kvs_load(f.s, sid, key, &f.cfg, 4096, &got, NULL, &e), INF_E_NOTFOUND);
+    inf_kv_free(&want);
+    fx_close(&f);
+}

@@ -158,7 +158,7 @@ char *inf_handle(inf_handler *h, const char *json, size_t len, int *http_status)
     pthread_mutex_lock(&h->locks[lk]);
     locked = true;
     uint64_t last_step = 0;
-    st = kvs_load(h->store, req.session, kv_key, cfg, cfg->max_seq, &kv, &last_step, &err);
+    st = kvs_checkout(h->store, req.session, kv_key, cfg, cfg->max_seq, &kv, &last_step, &err);
     if (st == INF_E_NOTFOUND && req.pos == 0) { /* a new session */
         st = inf_kv_init(&kv, cfg, cfg->max_seq, &err);
         have_kv = st == INF_OK;
@@ -196,6 +196,8 @@ char *inf_handle(inf_handler *h, const char *json, size_t len, int *http_status)
         out = fail_json(http_status, http_for(st), wire_status_code(st), err.msg);
         goto done;
     }
+    kvs_release(h->store, req.session, &kv); /* under the lock: the next step finds it lendable */
+    have_kv = false;
     pthread_mutex_unlock(&h->locks[lk]);
     locked = false;
 
@@ -212,8 +214,8 @@ char *inf_handle(inf_handler *h, const char *json, size_t len, int *http_status)
     else *http_status = 200;
     maybe_gc(h);
 done:
+    if (have_kv) kvs_release(h->store, req.session, &kv); /* back to the cache, or wiped */
     if (locked) pthread_mutex_unlock(&h->locks[lk]);
-    if (have_kv) inf_kv_free(&kv);
     OPENSSL_cleanse(&keys, sizeof keys);
     OPENSSL_cleanse(kv_key, sizeof kv_key);
     if (states) {

@@ -59,7 +59,15 @@ typedef struct {
     uint8_t tag[32]; /* HMAC-SHA256(key, sid) */
     int n_layers, kv_dim, len, cap;
     uint64_t last_step, lru;
-    float **k, **v; /* [n_layers] -> [cap][kv_dim] */
+    float **k, **v; /* [n_layers] -> [cap][kv_dim]; NULL while lent */
+    /* Lent (kvs_checkout): the arrays are the caller's kv until
+     * kvs_release; lent_k identifies that kv. A commit of it records the new
+     * state here (p_*) instead of copying rows; kvs_release then takes the
+     * arrays back as that state. The entry stays pinned while lent. */
+    int lent, p_set, p_len;
+    float **lent_k;
+    uint64_t p_step;
+    uint8_t p_mid[16];
 } cache_ent;
 
 typedef struct {
@@ -791,6 +799,20 @@ static void cache_put(kvs_store *s, const char *sid, const uint8_t tag[32], cons
     pthread_mutex_lock(&s->mu);
     cache_ent *e = cache_find(s, sid);
     int copy_from = 0;
+    if (e && e->lent) {
+        /* The caller's kv IS this entry's storage: remember the state, the
+         * rows come back with kvs_release. Anything else: drop the entry. */
+        if (e->lent_k == kv->k && !CRYPTO_memcmp(e->tag, tag, 32)) { /* incremental or compacted alike */
+            e->p_set = 1;
+            e->p_len = kv->len;
+            e->p_step = step;
+            memcpy(e->p_mid, new_mid, 16);
+        } else {
+            e->dead = 1;
+        }
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
     if (e && !e->pins && old_mid && !memcmp(e->mid, old_mid, 16) && !CRYPTO_memcmp(e->tag, tag, 32) &&
         e->n_layers == kv->n_layers && e->kv_dim == kv->kv_dim && from <= e->len)
         copy_from = from;
@@ -1008,7 +1030,7 @@ void kvs_get_stats(kvs_store *s, kvs_stats *out) {
 
 static inf_status load_once(kvs_store *s, const char *sid, const char *sdir, const uint8_t key[KVS_KEY_LEN],
                             const uint8_t tag[32], const inf_model_config *cfg, int max_len, inf_kv *out,
-                            uint64_t *last_step, int *missing, inf_error *err) {
+                            uint64_t *last_step, int *missing, int lend, inf_error *err) {
     manifest m;
     inf_status st = man_read(s, sdir, sid, key, &m, err);
     if (st) return st;
@@ -1024,6 +1046,34 @@ static inf_status load_once(kvs_store *s, const char *sid, const char *sdir, con
         return inf_fail(err, INF_E_RANGE, "KV session %s: %s/manifest holds %u positions, the limit is %d", sid,
                         sdir, m.len, max_len);
     }
+    if (lend) { /* hot path without a copy: lend the cached arrays */
+        pthread_mutex_lock(&s->mu);
+        cache_ent *e = cache_find(s, sid);
+        if (e && !e->lent && !e->pins && !memcmp(e->mid, m.mid, 16) && !CRYPTO_memcmp(e->tag, tag, 32) &&
+            e->len == (int)m.len && e->n_layers == cfg->n_layers && e->kv_dim == kv_dim) {
+            e->lent = 1;
+            e->p_set = 0;
+            e->pins++;
+            e->lru = ++s->tick;
+            s->st.cache_hits++;
+            s->st.lends++;
+            out->n_layers = e->n_layers;
+            out->kv_dim = kv_dim;
+            out->max_len = max_len;
+            out->capacity = e->cap;
+            out->len = e->len;
+            out->k = e->k;
+            out->v = e->v;
+            e->lent_k = e->k;
+            e->k = e->v = NULL;
+            base_set(s, sid, m.mid);
+            pthread_mutex_unlock(&s->mu);
+            if (last_step) *last_step = m.last_step;
+            man_free(&m);
+            return INF_OK;
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
     if ((st = inf_kv_init(out, cfg, max_len, err)) || (st = inf_kv_reserve(out, (int)m.len, err))) {
         man_free(&m);
         inf_kv_free(out);
@@ -1033,7 +1083,7 @@ static inf_status load_once(kvs_store *s, const char *sid, const char *sdir, con
     /* Hot path: the cached state is the one this manifest names. */
     pthread_mutex_lock(&s->mu);
     cache_ent *e = cache_find(s, sid);
-    if (e && !memcmp(e->mid, m.mid, 16) && !CRYPTO_memcmp(e->tag, tag, 32) && e->len == (int)m.len &&
+    if (e && !e->lent && !memcmp(e->mid, m.mid, 16) && !CRYPTO_memcmp(e->tag, tag, 32) && e->len == (int)m.len &&
         e->n_layers == cfg->n_layers && e->kv_dim == kv_dim) {
         e->pins++;
         e->lru = ++s->tick;
@@ -1078,8 +1128,9 @@ static inf_status load_once(kvs_store *s, const char *sid, const char *sdir, con
     return INF_OK;
 }
 
-inf_status kvs_load(kvs_store *s, const char *session_id, const uint8_t key[KVS_KEY_LEN],
-                    const inf_model_config *cfg, int max_len, inf_kv *out, uint64_t *last_step, inf_error *err) {
+static inf_status load(kvs_store *s, const char *session_id, const uint8_t key[KVS_KEY_LEN],
+                       const inf_model_config *cfg, int max_len, inf_kv *out, uint64_t *last_step, int lend,
+                       inf_error *err) {
     memset(out, 0, sizeof *out);
     if (!valid_sid(session_id))
         return inf_fail(err, INF_E_ARG, "KV store: session id \"%.40s\" is not 32 lowercase hex characters",
@@ -1094,13 +1145,67 @@ inf_status kvs_load(kvs_store *s, const char *session_id, const uint8_t key[KVS_
     int missing = 0;
     for (int attempt = 0; attempt < LOAD_RETRIES; attempt++) {
         missing = 0;
-        st = load_once(s, session_id, sdir, key, tag, cfg, max_len, out, last_step, &missing, err);
+        st = load_once(s, session_id, sdir, key, tag, cfg, max_len, out, last_step, &missing, lend, err);
         if (!(st == INF_E_NOTFOUND && missing)) break;
     }
     if (st == INF_E_NOTFOUND && missing)
         st = inf_wrap(err, INF_E_FORMAT, "KV session %s: a segment the manifest names is missing", session_id);
     OPENSSL_cleanse(tag, sizeof tag);
     return st;
+}
+
+inf_status kvs_load(kvs_store *s, const char *session_id, const uint8_t key[KVS_KEY_LEN],
+                    const inf_model_config *cfg, int max_len, inf_kv *out, uint64_t *last_step, inf_error *err) {
+    return load(s, session_id, key, cfg, max_len, out, last_step, 0, err);
+}
+
+inf_status kvs_checkout(kvs_store *s, const char *session_id, const uint8_t key[KVS_KEY_LEN],
+                        const inf_model_config *cfg, int max_len, inf_kv *out, uint64_t *last_step, inf_error *err) {
+    return load(s, session_id, key, cfg, max_len, out, last_step, 1, err);
+}
+
+static void kv_wipe_free(inf_kv *kv) {
+    for (int l = 0; l < kv->n_layers; l++) {
+        size_t bytes = (size_t)kv->capacity * (size_t)kv->kv_dim * sizeof(float);
+        if (kv->k && kv->k[l]) OPENSSL_cleanse(kv->k[l], bytes);
+        if (kv->v && kv->v[l]) OPENSSL_cleanse(kv->v[l], bytes);
+    }
+    inf_kv_free(kv);
+}
+
+void kvs_release(kvs_store *s, const char *session_id, inf_kv *kv) {
+    if (!kv->k) {
+        memset(kv, 0, sizeof *kv);
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
+    cache_ent *e = NULL;
+    for (int i = 0; i < s->o.cache_sessions && !e; i++)
+        if (s->cache[i].used && s->cache[i].lent && s->cache[i].lent_k == kv->k) e = &s->cache[i];
+    if (e && !e->dead && e->p_set && e->p_len == kv->len && e->n_layers == kv->n_layers &&
+        e->kv_dim == kv->kv_dim && session_id && !strncmp(e->sid, session_id, KVS_SESSION_ID_LEN)) {
+        e->k = kv->k;
+        e->v = kv->v;
+        e->cap = kv->capacity;
+        e->len = e->p_len;
+        e->last_step = e->p_step;
+        memcpy(e->mid, e->p_mid, 16);
+        e->lru = ++s->tick;
+        e->lent = e->p_set = 0;
+        e->lent_k = NULL;
+        cache_unpin(s, e);
+        pthread_mutex_unlock(&s->mu);
+        memset(kv, 0, sizeof *kv);
+        return;
+    }
+    if (e) { /* not committed as lent (an error, a failed commit, a drop): forget the entry */
+        e->lent = e->p_set = 0;
+        e->lent_k = NULL;
+        e->dead = 1;
+        cache_unpin(s, e);
+    }
+    pthread_mutex_unlock(&s->mu);
+    kv_wipe_free(kv);
 }
 
 inf_status kvs_commit(kvs_store *s, const char *session_id, const uint8_t key[KVS_KEY_LEN], const inf_kv *kv,

@@ -145,6 +145,22 @@ inf_status kvs_load(kvs_store *s, const char *session_id, const uint8_t key[KVS_
                     const inf_model_config *cfg, int max_len, inf_kv *out, uint64_t *last_step,
                     inf_error *err);
 
+/* kvs_load without the copy, for the request path: on a cache hit *out
+ * BORROWS the cache's arrays (O(1) instead of O(context) per request).
+ * Every kv from kvs_checkout (hit or not) must be handed back with
+ * kvs_release, never inf_kv_free. Between the two the caller may truncate,
+ * extend and kvs_commit it as usual; a commit then records the state
+ * without copying rows, and kvs_release returns the arrays to the cache as
+ * that state. Released without a successful commit, the cache entry is
+ * dropped (the next load reads the disk). Call kvs_release before kvs_close. */
+inf_status kvs_checkout(kvs_store *s, const char *session_id, const uint8_t key[KVS_KEY_LEN],
+                        const inf_model_config *cfg, int max_len, inf_kv *out, uint64_t *last_step,
+                        inf_error *err);
+/* Ends a kvs_checkout: gives the arrays back to the cache or wipes
+ * (OPENSSL_cleanse) and frees them. Leaves *kv zeroed. Also accepts a kv
+ * that did not come from the store (a new session's): wiped and freed. */
+void kvs_release(kvs_store *s, const char *session_id, inf_kv *kv);
+
 /* Makes kv's state [0, kv->len) durable as the session's state, with
  * last_step = step. kv is what the caller loaded (or started empty),
  * truncated to `from` and extended: only [from, len) is new. Atomic with
@@ -164,7 +180,8 @@ inf_status kvs_forget(kvs_store *s, const char *session_id, inf_error *err);
 inf_status kvs_gc(kvs_store *s, time_t now, int *removed, inf_error *err);
 
 typedef struct {
-    uint64_t cache_hits, cache_misses; /* kvs_load */
+    uint64_t cache_hits, cache_misses; /* kvs_load, kvs_checkout */
+    uint64_t lends; /* kvs_checkout hits served without a copy */
     uint64_t manifests_read, segments_read, segment_bytes_read;
     uint64_t segments_written, segment_bytes_written;
     uint64_t full_writes; /* commits that wrote all of [0, len) (compaction or unknown base) */
