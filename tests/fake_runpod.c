@@ -15,7 +15,10 @@
 typedef struct fjob {
     char id[96];
     char *input;  /* JSON text */
-    int state;    /* 0 queued, 1 out (taken), 2 done */
+    int state;    /* 0 queued, 1 out (taken), 2 done, 3 held back (FAKE_RP_STALE) */
+    int lost;     /* out, but its result posts are being dropped (FAKE_RP_LOST) */
+    int release_at; /* held back: joins the queue once this many results were accepted */
+    int late;     /* handed out when a step of its session at least as new already was */
     char *result; /* the accepted result body */
     struct fjob *next;
 } fjob;
@@ -33,10 +36,16 @@ struct fake_rp {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     fjob *jobs, *last;
-    fake_rp_fault tf[64], pf[64];
-    int ntf, npf, next_id, out;
+    fake_rp_fault tf[64], pf[64], rf[64], sf[64]; /* takes, posts, /runsync, /status */
+    int ntf, npf, nrf, nsf, next_id;
+    int out; /* jobs out and not lost: what job_in_progress must reflect */
     fake_rp_counts cnt;
     text viol, pings;
+    struct {
+        char session[72];
+        double step;
+    } top[64]; /* per session: the newest step handed out (the late-job oracle) */
+    int ntop;
 };
 
 typedef struct {
@@ -110,12 +119,41 @@ static void add_locked(fake_rp *f, const char *id, const char *input)
     fjob *j = calloc(1, sizeof *j);
     snprintf(j->id, sizeof j->id, "%s", id);
     j->input = strdup(input);
+    f->cnt.jobs++;
     if (f->last)
         f->last->next = j;
     else
         f->jobs = j;
     f->last = j;
     pthread_cond_broadcast(&f->cv);
+}
+
+/* Marks j late when its input's "step" is not newer than a step of the same
+ * "session" handed out before (the wire header is in clear): what the
+ * worker's handler must refuse as a replay. Inputs of other shapes are not
+ * tracked. */
+static void note_handout(fake_rp *f, fjob *j)
+{
+    cJSON *in = cJSON_Parse(j->input);
+    const cJSON *ses = cJSON_GetObjectItemCaseSensitive(in, "session");
+    const cJSON *step = cJSON_GetObjectItemCaseSensitive(in, "step");
+    if (cJSON_IsString(ses) && cJSON_IsNumber(step)) {
+        int k = 0;
+        while (k < f->ntop && strcmp(f->top[k].session, ses->valuestring))
+            k++;
+        if (k == f->ntop && k < 64) {
+            snprintf(f->top[k].session, sizeof f->top[k].session, "%s", ses->valuestring);
+            f->top[k].step = -1;
+            f->ntop++;
+        }
+        if (k < f->ntop) {
+            if (step->valuedouble <= f->top[k].step)
+                j->late = 1;
+            else
+                f->top[k].step = step->valuedouble;
+        }
+    }
+    cJSON_Delete(in);
 }
 
 static fjob *first_queued(fake_rp *f)
@@ -135,15 +173,33 @@ static void deadline(struct timespec *ts, int ms)
         ts->tv_sec++, ts->tv_nsec -= 1000000000L;
 }
 
-/* A scripted fault, popped under the lock; 1 when one applies. */
-static int pop_fault(fake_rp_fault *list, int *n, fake_rp_fault *out)
+/* A scripted fault, popped under the lock; 1 when one applies (the next
+ * entry, once its `at` results were accepted). */
+static int pop_fault(fake_rp *f, fake_rp_fault *list, int *n, fake_rp_fault *out)
 {
-    if (*n == 0)
+    if (*n == 0 || list[0].at > f->cnt.results)
         return 0;
     *out = list[0];
     memmove(list, list + 1, (size_t)(*n - 1) * sizeof *list);
     (*n)--;
     return 1;
+}
+
+/* Sleeps ms with the lock released (a slow answer must not stall the others). */
+static void slow_locked(fake_rp *f, int ms)
+{
+    pthread_mutex_unlock(&f->mu);
+    sleep_ms(ms);
+    pthread_mutex_lock(&f->mu);
+}
+
+/* Waits until job j reached min_state (1 out, 2 done) or ms ran out. */
+static void wait_job_locked(fake_rp *f, fjob *j, int min_state, int ms)
+{
+    struct timespec until;
+    deadline(&until, ms);
+    while (j->state < min_state && pthread_cond_timedwait(&f->cv, &f->mu, &until) != ETIMEDOUT) {
+    }
 }
 
 static enum MHD_Result do_fault(struct MHD_Connection *c, fake_rp_fault fl)
@@ -185,9 +241,12 @@ static enum MHD_Result take(fake_rp *f, struct MHD_Connection *c, int batch)
         text_add(&f->viol, "take: batch_size on a single-job take");
     }
     fake_rp_fault fl;
-    if (pop_fault(f->tf, &f->ntf, &fl)) {
-        pthread_mutex_unlock(&f->mu);
-        return do_fault(c, fl);
+    if (pop_fault(f, f->tf, &f->ntf, &fl)) {
+        if (fl.kind != FAKE_RP_SLOW) {
+            pthread_mutex_unlock(&f->mu);
+            return do_fault(c, fl);
+        }
+        slow_locked(f, fl.delay_ms);
     }
     struct timespec until;
     deadline(&until, f->c.hold_ms);
@@ -204,6 +263,8 @@ static enum MHD_Result take(fake_rp *f, struct MHD_Connection *c, int batch)
             break;
         j->state = 1;
         f->out++;
+        note_handout(f, j);
+        pthread_cond_broadcast(&f->cv); /* a FAKE_RP_EARLY /runsync waits for this */
         if (f->out > f->cnt.max_out)
             f->cnt.max_out = f->out;
         cJSON *o = cJSON_CreateObject();
@@ -229,10 +290,24 @@ static enum MHD_Result job_done(fake_rp *f, struct MHD_Connection *c, const char
     f->cnt.result_posts++;
     if (!is || strcmp(is, "false"))
         text_add(&f->viol, "result for %s: isStream is \"%s\", not false", id, is ? is : "(missing)");
-    fake_rp_fault fl;
-    if (pop_fault(f->pf, &f->npf, &fl)) {
+    fjob *j = find(f, id);
+    if (j && j->lost && j->state == 1) { /* a retry of a lost post: lost too */
         pthread_mutex_unlock(&f->mu);
-        return do_fault(c, fl);
+        return MHD_NO;
+    }
+    fake_rp_fault fl;
+    if (pop_fault(f, f->pf, &f->npf, &fl)) {
+        if (fl.kind == FAKE_RP_LOST && j && j->state == 1) {
+            j->lost = 1;
+            f->out--; /* gone from RunPod's view until a heartbeat stops naming it */
+            pthread_mutex_unlock(&f->mu);
+            return MHD_NO;
+        }
+        if (fl.kind != FAKE_RP_SLOW) {
+            pthread_mutex_unlock(&f->mu);
+            return do_fault(c, fl);
+        }
+        slow_locked(f, fl.delay_ms);
     }
     cJSON *b = cJSON_ParseWithLength(cn->body ? cn->body : "", cn->len);
     int shape_ok = cJSON_IsObject(b);
@@ -248,7 +323,6 @@ static enum MHD_Result job_done(fake_rp *f, struct MHD_Connection *c, const char
         (has_err && !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(b, "error"))))
         text_add(&f->viol, "result for %s has the wrong shape: %.200s", id, cn->body ? cn->body : "");
     cJSON_Delete(b);
-    fjob *j = find(f, id);
     if (!j)
         text_add(&f->viol, "result for unknown job %s", id);
     else if (j->state == 2)
@@ -260,10 +334,27 @@ static enum MHD_Result job_done(fake_rp *f, struct MHD_Connection *c, const char
         j->result = strndup(cn->body ? cn->body : "", cn->len);
         f->out--;
         f->cnt.results++;
+        for (fjob *h = f->jobs; h; h = h->next) /* FAKE_RP_STALE jobs whose time came */
+            if (h->state == 3 && h->release_at <= f->cnt.results)
+                h->state = 0;
         pthread_cond_broadcast(&f->cv);
     }
     pthread_mutex_unlock(&f->mu);
     return reply(c, 200, "{}");
+}
+
+/* 1 when the comma-separated list names id. */
+static int named(const char *list, const char *id)
+{
+    size_t n = strlen(id);
+    for (const char *p = list; p && *p;) {
+        const char *e = strchr(p, ',');
+        size_t k = e ? (size_t)(e - p) : strlen(p);
+        if (k == n && !strncmp(p, id, n))
+            return 1;
+        p = e ? e + 1 : NULL;
+    }
+    return 0;
 }
 
 static enum MHD_Result ping(fake_rp *f, struct MHD_Connection *c)
@@ -279,6 +370,15 @@ static enum MHD_Result ping(fake_rp *f, struct MHD_Connection *c)
             if (!find(f, t))
                 text_add(&f->viol, "ping names unknown job %s", t);
         free(copy);
+    }
+    /* a lost job its worker no longer names goes back in the queue */
+    for (fjob *j = f->jobs; j; j = j->next) {
+        if (!j->lost || j->state != 1 || named(ids, j->id))
+            continue;
+        j->lost = 0;
+        j->state = 0;
+        f->cnt.redelivered++;
+        pthread_cond_broadcast(&f->cv);
     }
     pthread_mutex_unlock(&f->mu);
     return reply(c, 200, "{}");
@@ -319,22 +419,51 @@ static enum MHD_Result submit(fake_rp *f, struct MHD_Connection *c, conn *cn, in
     cJSON *in = cJSON_GetObjectItemCaseSensitive(b, "input");
     if (!cJSON_IsObject(in)) {
         cJSON_Delete(b);
+        pthread_mutex_lock(&f->mu);
+        text_add(&f->viol, "%s: the body is not {\"input\": {...}}", sync ? "runsync" : "run");
+        pthread_mutex_unlock(&f->mu);
         return reply(c, 400, "{\"error\":\"the body must be {\\\"input\\\": {...}}\"}");
     }
     char *input = cJSON_PrintUnformatted(in);
     cJSON_Delete(b);
     char id[96];
     pthread_mutex_lock(&f->mu);
+    fake_rp_fault fl = {0};
+    int faulted = sync && pop_fault(f, f->rf, &f->nrf, &fl);
+    if (sync)
+        f->cnt.runsyncs++;
+    if (faulted && fl.kind == FAKE_RP_INSTEAD) { /* the request never got in */
+        pthread_mutex_unlock(&f->mu);
+        free(input);
+        return do_fault(c, fl);
+    }
+    if (faulted && fl.kind == FAKE_RP_SLOW)
+        slow_locked(f, fl.delay_ms);
     snprintf(id, sizeof id, "sync-%d-fake", ++f->next_id);
     add_locked(f, id, input);
     free(input);
     fjob *j = find(f, id);
-    if (sync) {
-        struct timespec until;
-        deadline(&until, f->c.runsync_wait_ms);
-        while (j->state != 2 && pthread_cond_timedwait(&f->cv, &f->mu, &until) != ETIMEDOUT) {
-        }
+    if (faulted && fl.kind == FAKE_RP_STALE) {
+        j->state = 3;
+        j->release_at = f->cnt.results + 1;
+        pthread_mutex_unlock(&f->mu);
+        return do_fault(c, fl);
     }
+    if (faulted && fl.kind == FAKE_RP_AFTER) {
+        wait_job_locked(f, j, 2, 30000);
+        pthread_mutex_unlock(&f->mu);
+        return do_fault(c, fl);
+    }
+    if (faulted && fl.kind == FAKE_RP_EARLY) {
+        wait_job_locked(f, j, 1, 30000);
+        pthread_mutex_unlock(&f->mu);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "id", id);
+        cJSON_AddStringToObject(o, "status", "IN_PROGRESS");
+        return reply_json(c, 200, o);
+    }
+    if (sync)
+        wait_job_locked(f, j, 2, f->c.runsync_wait_ms);
     cJSON *o = status_of(f, j);
     pthread_mutex_unlock(&f->mu);
     return reply_json(c, 200, o);
@@ -343,16 +472,23 @@ static enum MHD_Result submit(fake_rp *f, struct MHD_Connection *c, conn *cn, in
 static enum MHD_Result status(fake_rp *f, struct MHD_Connection *c, const char *id)
 {
     pthread_mutex_lock(&f->mu);
+    f->cnt.status_polls++;
     fjob *j = find(f, id);
     if (!j) {
+        text_add(&f->viol, "status for %s, a job id the client was never given", id);
         pthread_mutex_unlock(&f->mu);
         return reply(c, 404, "{\"error\":\"job not found\"}");
     }
-    /* a short wait, like RunPod's: answers sooner when the job ends */
-    struct timespec until;
-    deadline(&until, 50);
-    while (j->state != 2 && pthread_cond_timedwait(&f->cv, &f->mu, &until) != ETIMEDOUT) {
+    fake_rp_fault fl;
+    if (pop_fault(f, f->sf, &f->nsf, &fl)) {
+        if (fl.kind != FAKE_RP_SLOW) {
+            pthread_mutex_unlock(&f->mu);
+            return do_fault(c, fl);
+        }
+        slow_locked(f, fl.delay_ms);
     }
+    /* a short wait, like RunPod's: answers sooner when the job ends */
+    wait_job_locked(f, j, 2, 50);
     cJSON *o = status_of(f, j);
     pthread_mutex_unlock(&f->mu);
     return reply_json(c, 200, o);
@@ -410,8 +546,20 @@ static enum MHD_Result route(fake_rp *f, struct MHD_Connection *c, const char *u
     if (f->ckey[0]) {
         char want[300];
         snprintf(want, sizeof want, "Bearer %s", f->ckey);
-        if (!auth || strcmp(auth, want))
+        if (!auth || strcmp(auth, want)) {
+            pthread_mutex_lock(&f->mu);
+            text_add(&f->viol, "%s %s: Authorization is %s, not \"Bearer <the API key>\"", method, rest,
+                     !auth ? "missing" : strncmp(auth, "Bearer ", 7) ? "not Bearer" : "another key");
+            pthread_mutex_unlock(&f->mu);
             return reply(c, 401, "{\"error\":\"Unauthorized\"}");
+        }
+    }
+    const char *ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+    if (!strcmp(method, "POST") && (!ctype || strncmp(ctype, "application/json", 16))) {
+        pthread_mutex_lock(&f->mu);
+        text_add(&f->viol, "POST %s: Content-Type is \"%s\", not application/json", rest,
+                 ctype ? ctype : "(missing)");
+        pthread_mutex_unlock(&f->mu);
     }
     if (!strcmp(method, "POST") && !strcmp(rest, "runsync"))
         return submit(f, c, cn, 1);
@@ -542,6 +690,24 @@ void fake_rp_fault_posts(fake_rp *f, const fake_rp_fault *faults, int n)
     add_faults(f, f->pf, &f->npf, faults, n);
 }
 
+void fake_rp_fault_runsync(fake_rp *f, const fake_rp_fault *faults, int n)
+{
+    add_faults(f, f->rf, &f->nrf, faults, n);
+}
+
+void fake_rp_fault_status(fake_rp *f, const fake_rp_fault *faults, int n)
+{
+    add_faults(f, f->sf, &f->nsf, faults, n);
+}
+
+int fake_rp_faults_left(fake_rp *f)
+{
+    pthread_mutex_lock(&f->mu);
+    int n = f->ntf + f->npf + f->nrf + f->nsf;
+    pthread_mutex_unlock(&f->mu);
+    return n;
+}
+
 int fake_rp_wait_results(fake_rp *f, int n, int timeout_ms)
 {
     struct timespec until;
@@ -567,7 +733,58 @@ void fake_rp_get_counts(fake_rp *f, fake_rp_counts *out)
 {
     pthread_mutex_lock(&f->mu);
     *out = f->cnt;
+    out->unfinished = 0;
+    for (fjob *j = f->jobs; j; j = j->next)
+        out->unfinished += j->state != 2;
     pthread_mutex_unlock(&f->mu);
+}
+
+char *fake_rp_error_results(fake_rp *f)
+{
+    text t = {0};
+    pthread_mutex_lock(&f->mu);
+    for (fjob *j = f->jobs; j; j = j->next) {
+        cJSON *r = j->result ? cJSON_Parse(j->result) : NULL;
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(r, "error");
+        if (cJSON_IsString(e))
+            text_add(&t, "%s: %.900s", j->id, e->valuestring);
+        cJSON_Delete(r);
+    }
+    pthread_mutex_unlock(&f->mu);
+    char *s = text_copy(&t);
+    free(t.s);
+    return s;
+}
+
+char *fake_rp_late_ids(fake_rp *f)
+{
+    text t = {0};
+    pthread_mutex_lock(&f->mu);
+    for (fjob *j = f->jobs; j; j = j->next)
+        if (j->late)
+            text_add(&t, "%s", j->id);
+    pthread_mutex_unlock(&f->mu);
+    char *s = text_copy(&t);
+    free(t.s);
+    return s;
+}
+
+char *fake_rp_out_ids(fake_rp *f)
+{
+    text t = {0};
+    pthread_mutex_lock(&f->mu);
+    for (fjob *j = f->jobs; j; j = j->next)
+        if (j->state == 1 && !j->lost)
+            text_add(&t, "%s", j->id);
+    pthread_mutex_unlock(&f->mu);
+    for (size_t i = 0; t.s && i + 1 < t.n; i++) /* "a\nb\n" -> "a,b" */
+        if (t.s[i] == '\n')
+            t.s[i] = ',';
+    if (t.n)
+        t.s[t.n - 1] = '\0';
+    char *s = text_copy(&t);
+    free(t.s);
+    return s;
 }
 
 char *fake_rp_ping_ids(fake_rp *f)

@@ -195,7 +195,8 @@ Test(runpod, no_job_429_errors_and_dropped_connections_on_take_back_off_and_go_o
     start_fake(NULL);
     /* the drop comes first: on a fresh connection libcurl reports it (on a
      * reused one it silently reconnects and asks again) */
-    fake_rp_fault f[] = {{0, 0}, {204, 0}, {400, 0}, {429, 0}, {500, 0}, {503, 100}, {404, 0}};
+    fake_rp_fault f[] = {{0, 0, 0, 0},   {204, 0, 0, 0},   {400, 0, 0, 0}, {429, 0, 0, 0},
+                         {500, 0, 0, 0}, {503, 100, 0, 0}, {404, 0, 0, 0}};
     fake_rp_fault_takes(F, f, 7);
     fake_rp_add_job(F, "after-faults", "{\"echo\":\"ok\"}");
     rp_config c;
@@ -219,7 +220,7 @@ Test(runpod, no_job_429_errors_and_dropped_connections_on_take_back_off_and_go_o
 Test(runpod, result_post_5xx_and_a_dropped_connection_are_retried_and_posted_once)
 {
     start_fake(NULL);
-    fake_rp_fault f[] = {{0, 0}, {503, 0}, {500, 0}}; /* the drop first: see above */
+    fake_rp_fault f[] = {{0, 0, 0, 0}, {503, 0, 0, 0}, {500, 0, 0, 0}}; /* the drop first: see above */
     fake_rp_fault_posts(F, f, 3);
     fake_rp_add_job(F, "r1", "{\"echo\":\"kept\"}");
     fake_rp_add_job(F, "r2", "{\"echo\":\"next\"}");
@@ -243,7 +244,7 @@ Test(runpod, result_post_5xx_and_a_dropped_connection_are_retried_and_posted_onc
 Test(runpod, a_4xx_on_the_result_post_is_not_retried)
 {
     start_fake(NULL);
-    fake_rp_fault f[] = {{404, 0}};
+    fake_rp_fault f[] = {{404, 0, 0, 0}};
     fake_rp_fault_posts(F, f, 1);
     fake_rp_add_job(F, "gone", "{\"echo\":1}");
     fake_rp_add_job(F, "fine", "{\"echo\":2}");
