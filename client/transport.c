@@ -204,9 +204,25 @@ static inf_status runpod_output(const char *url, long code, const char *body, cJ
         const char *msg = cJSON_IsString(e) ? e->valuestring : NULL;
         const cJSON *m = cJSON_GetObjectItem(e, "message"), *c = cJSON_GetObjectItem(e, "code");
         if (!msg && cJSON_IsString(m)) msg = m->valuestring;
-        inf_status st = cJSON_IsString(c) ? wire_code_status(c->valuestring) : INF_E_FORMAT;
-        if (code == 409) st = INF_E_AUTH; /* replay/pos conflicts: not retried blindly */
+        /* the worker's error code: {"code"} from the dev server and load-balancer
+         * mode, the "code: " prefix of RunPod's error string in queue mode */
+        char kind[16] = "";
+        if (cJSON_IsString(c)) snprintf(kind, sizeof kind, "%s", c->valuestring);
+        else if (msg) {
+            size_t k = strspn(msg, "abcdefghijklmnopqrstuvwxyz");
+            if (k > 0 && k < sizeof kind && msg[k] == ':' && msg[k + 1] == ' ')
+                snprintf(kind, sizeof kind, "%.*s", (int)k, msg);
+        }
+        inf_status st = kind[0] ? wire_code_status(kind) : INF_E_FORMAT;
+        if (code == 409) st = INF_E_AUTH; /* pos conflicts: not retried blindly */
         if (code >= 500 || code == 429) st = INF_E_BUSY;
+        /* "replay": the session already holds this step or a newer one. This
+         * request was delivered twice (RunPod hands out again a job whose
+         * result it never got) or ran late (a duplicate sent after a lost
+         * reply ran after our retry). Our reply is lost either way; a new
+         * attempt (a new step, the same pos) is safe: the worker truncates
+         * the session to pos first. */
+        if (!strcmp(kind, "replay")) st = INF_E_BUSY;
         return inf_fail(err, st, "worker%s%s%s: %s%s%s", job_id[0] ? " job " : "", job_id,
                         !strcmp(s, "FAILED") ? " FAILED" : "", cJSON_IsString(c) ? c->valuestring : "",
                         cJSON_IsString(c) ? ": " : "", msg ? msg : "(no message)");
@@ -285,7 +301,7 @@ static inf_status exchange(inf_remote *r, float *x, int n, int pos, inf_error *e
             if (!st) st = runpod_output(url, code, body.p, &root, &output, &pending, job_id, sizeof job_id, err);
             spent(r, INF_PH_OPEN, &t);
             /* a queued or slow job: poll its status (RunPod may answer /runsync early) */
-            for (int polls = 0; !st && pending && polls < 3600; polls++) {
+            for (int polls = 0, failed = 0; !st && pending && polls < 3600; polls++) {
                 struct timespec ts = {0, 250 * 1000 * 1000};
                 nanosleep(&ts, NULL);
                 cJSON_Delete(root);
@@ -293,6 +309,14 @@ static inf_status exchange(inf_remote *r, float *x, int n, int pos, inf_error *e
                 snprintf(url, sizeof url, "%s/status/%s", r->base, job_id);
                 st = http(r, url, NULL, 0, &body, &code, err);
                 spent(r, INF_PH_NETWORK, &t);
+                /* a poll that failed (dropped connection, 5xx, 429) is asked
+                 * again: the job is still queued or running, and sending the
+                 * step again would run it twice */
+                if ((st == INF_E_IO || code >= 500 || code == 429) && failed++ < r->o.retries) {
+                    r->stats.retries++;
+                    st = INF_OK;
+                    continue;
+                }
                 if (!st) st = runpod_output(url, code, body.p, &root, &output, &pending, job_id, sizeof job_id, err);
                 spent(r, INF_PH_OPEN, &t);
             }
