@@ -7,6 +7,7 @@
 #include "backend.h"
 #include "cloak.h"
 #include "embed.h"
+#include "vocab.h"
 
 double inf_now(void) {
     struct timespec ts;
@@ -86,7 +87,7 @@ inf_status inf_generate_profiled(const inf_gen *g, inf_profile *prof, int *pos, 
         *pos += k;
         if (off + k == n_prompt) {
             tp = inf_prof_start(prof);
-            if ((st = inf_logits(m, x + (size_t)(k - 1) * dim, logits, err))) goto done;
+            if ((st = inf_vocab_logits(m, s->subset, s, x + (size_t)(k - 1) * dim, logits, err))) goto done;
             inf_prof_stop(prof, INF_PH_LM_HEAD, tp);
         } else if (prof) {
             inf_profile_end(prof);
@@ -105,7 +106,7 @@ inf_status inf_generate_profiled(const inf_gen *g, inf_profile *prof, int *pos, 
             *pos += 1;
             stats->pending = -1;
             tp = inf_prof_start(prof);
-            if ((st = inf_logits(m, x, logits, err))) goto done;
+            if ((st = inf_vocab_logits(m, s->subset, s, x, logits, err))) goto done;
             inf_prof_stop(prof, INF_PH_LM_HEAD, tp);
         }
         tp = inf_prof_start(prof);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "bundle.h"
+#include "gemv.h"
 #include "gguf.h"
 #include "model.h"
 #include "rotation.h"
@@ -26,6 +27,52 @@ inf_status prep_parse_weights(const char *s, prep_weights *out, inf_error *err) 
             return INF_OK;
         }
     return inf_fail(err, INF_E_ARG, "--weights '%s': expected f32, f16, bf16 or int4", s);
+}
+
+inf_status prep_parse_lm_head(const char *s, prep_lm_head *out, inf_error *err) {
+    if (!strcmp(s, "f16")) *out = PREP_LMH_F16;
+    else if (!strcmp(s, "f32")) *out = PREP_LMH_F32;
+    else if (!strcmp(s, "int8")) *out = PREP_LMH_INT8;
+    else return inf_fail(err, INF_E_ARG, "--lm-head '%s': expected f16, f32 or int8", s);
+    return INF_OK;
+}
+
+static const int64_t *order_count; /* qsort has no context argument; prep is single-threaded here */
+static int by_count(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    if (order_count[x] != order_count[y]) return order_count[x] > order_count[y] ? -1 : 1;
+    return x < y ? -1 : x > y;
+}
+
+inf_status prep_token_order(const struct tok_tokenizer *tok, const char *text, size_t len, int vocab, const char *what,
+                            int32_t *order, size_t *n_tokens, inf_error *err) {
+    int32_t *ids = NULL;
+    size_t n = 0;
+    inf_status st = tok_encode(tok, text, len, false, false, &ids, &n, err);
+    if (st) return st;
+    int64_t *cnt = calloc((size_t)vocab, sizeof *cnt);
+    if (!cnt) {
+        free(ids);
+        return inf_fail(err, INF_E_NOMEM, "prep: out of memory counting tokens");
+    }
+    size_t used = 0;
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] >= 0 && ids[i] < vocab) {
+            cnt[ids[i]]++;
+            used++;
+        }
+    free(ids);
+    if (used == 0) {
+        free(cnt);
+        return inf_fail(err, INF_E_FORMAT, "--vocab-freq %s: the text has no tokens to count", what);
+    }
+    for (int i = 0; i < vocab; i++) order[i] = i;
+    order_count = cnt;
+    qsort(order, (size_t)vocab, sizeof *order, by_count);
+    order_count = NULL;
+    free(cnt);
+    *n_tokens = used;
+    return INF_OK;
 }
 
 int prep_int4_group(int64_t in) {
@@ -249,7 +296,8 @@ typedef struct {
     prep_ctx *P;
     const inf_tensor *t;
     const float *gain; /* fold this per-column gain in (lm_head) */
-    inf_dtype dtype;
+    inf_dtype dtype;   /* F32, F16; I8 = the int8 rows; I32 = the int8 rows' scales (F32 data) */
+    const char *name;
 } client_job;
 
 static inf_status produce_client(void *user, void *buf, size_t nbytes, inf_error *err) {
@@ -257,16 +305,24 @@ static inf_status produce_client(void *user, void *buf, size_t nbytes, inf_error
     int64_t rows = inf_tensor_rows(J->t), cols = inf_tensor_cols(J->t);
     float *row = malloc(sizeof(float) * (size_t)cols);
     if (!row) return inf_fail(err, INF_E_NOMEM, "prep: out of memory");
+    int8_t *q = malloc((size_t)cols);
+    if (!q) {
+        free(row);
+        return inf_fail(err, INF_E_NOMEM, "prep: out of memory");
+    }
     for (int64_t r = 0; r < rows; r++) {
         inf_tensor_row_f32(J->t, r, row);
         if (J->gain)
             for (int64_t j = 0; j < cols; j++) row[j] *= J->gain[j];
         if (J->dtype == INF_DT_F32) memcpy((float *)buf + r * cols, row, sizeof(float) * (size_t)cols);
+        else if (J->dtype == INF_DT_I8) (void)gemv_quantize_row_i8(row, cols, (int8_t *)buf + r * cols);
+        else if (J->dtype == INF_DT_I32) ((float *)buf)[r] = gemv_quantize_row_i8(row, cols, q);
         else
             for (int64_t j = 0; j < cols; j++) ((uint16_t *)buf)[r * cols + j] = inf_f32_to_f16(row[j]);
     }
+    free(q);
     free(row);
-    progress(J->P, J->gain ? "output.weight" : "token_embd.weight");
+    progress(J->P, J->name);
     return INF_OK;
 }
 
@@ -354,6 +410,69 @@ static inf_status write_tokenizer(const prep_opts *o, const inf_model *m, const 
     return copy_file(src, path, err);
 }
 
+#ifndef INF_DEFAULT_CORPUS
+#define INF_DEFAULT_CORPUS "bench/text/english.txt"
+#endif
+
+/* The tokenizer prep carries into the bundle (see write_tokenizer), loaded. */
+static inf_status load_src_tokenizer(const prep_opts *o, const inf_model *m, tok_tokenizer **tok, inf_error *err) {
+    char guess[2048];
+    const char *src = o->tokenizer;
+    if (!src && m->source == INF_SRC_GGUF) src = o->model;
+    if (!src && (m->source == INF_SRC_SAFETENSORS || m->source == INF_SRC_AWQ)) {
+        tok_hf_path(o->model, guess, sizeof guess);
+        src = guess;
+    }
+    if (!src) return inf_fail(err, INF_E_NOTFOUND, "%s: this checkpoint carries no tokenizer; pass --tokenizer PATH", o->model);
+    return tok_load_file(src, m->cfg.vocab_size, tok, NULL, err);
+}
+
+/* token_freq.order for --vocab-subset: the corpus (--vocab-freq, else the
+ * shipped one) tokenized with the model's tokenizer; without a corpus the
+ * token-id order (BPE ids roughly follow merge order, i.e. frequency). */
+static inf_status token_freq(const prep_opts *o, inf_model *m, st_writer *cw, int32_t **order, char *desc,
+                             size_t cap, inf_error *err) {
+    const int V = m->cfg.vocab_size;
+    const char *path = o->vocab_freq ? o->vocab_freq : INF_DEFAULT_CORPUS;
+    int32_t *ord = malloc(sizeof *ord * (size_t)V);
+    if (!ord) return inf_fail(err, INF_E_NOMEM, "prep: out of memory");
+    *order = ord;
+    inf_status st = INF_OK;
+    FILE *f = fopen(path, "rb");
+    if (!f && o->vocab_freq) return inf_fail(err, INF_E_IO, "--vocab-freq %s: cannot open: %s", path, strerror(errno));
+    if (!f) {
+        for (int i = 0; i < V; i++) ord[i] = i;
+        snprintf(desc, cap, "token ids (the default corpus %s is not here)", path);
+    } else {
+        char *text = NULL;
+        size_t len = 0, got;
+        char buf[1 << 16];
+        while (st == INF_OK && (got = fread(buf, 1, sizeof buf, f)) > 0) {
+            char *t = realloc(text, len + got + 1);
+            if (!t) st = inf_fail(err, INF_E_NOMEM, "--vocab-freq %s: out of memory", path);
+            else {
+                text = t;
+                memcpy(text + len, buf, got);
+                len += got;
+            }
+        }
+        if (!st && ferror(f)) st = inf_fail(err, INF_E_IO, "--vocab-freq %s: read error", path);
+        fclose(f);
+        tok_tokenizer *tok = NULL;
+        size_t n = 0;
+        if (!st && len == 0) st = inf_fail(err, INF_E_FORMAT, "--vocab-freq %s: the file is empty", path);
+        if (!st) st = load_src_tokenizer(o, m, &tok, err);
+        if (!st) st = prep_token_order(tok, text, len, V, path, ord, &n, err);
+        tok_free(tok);
+        free(text);
+        if (st) return st;
+        const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+        snprintf(desc, cap, "%s, %zu tokens", base, n);
+    }
+    int64_t shape = V;
+    return st_writer_add(cw, "token_freq.order", INF_DT_I32, 1, &shape, ord, sizeof *ord * (size_t)V, err);
+}
+
 inf_status prep_run(const prep_opts *o, inf_error *err) {
     inf_model *m = NULL;
     inf_status st = inf_model_load(o->model, &m, err);
@@ -361,7 +480,9 @@ inf_status prep_run(const prep_opts *o, inf_error *err) {
     prep_ctx P = {.o = o, .m = m, .d = m->cfg.dim};
     st_writer *sw = NULL, *cw = NULL;
     job *jobs = NULL;
-    client_job cj[2];
+    client_job cj[3];
+    int32_t *freq = NULL;
+    char freq_desc[256] = "";
     char *cfg_json = NULL;
     rot_seed seed;
     char fp[72] = "none";
@@ -414,7 +535,8 @@ inf_status prep_run(const prep_opts *o, inf_error *err) {
         if (!st) st = inf_fail(err, INF_E_NOMEM, "prep: out of memory");
         goto done;
     }
-    P.total = nl * 7 + (m->cfg.tied_embeddings ? 1 : 2); /* server linears + client tensors */
+    /* server linears + client tensors */
+    P.total = nl * 7 + 1 + (o->lm_head == PREP_LMH_INT8 ? 2 : m->cfg.tied_embeddings ? 0 : 1);
     int nj = 0;
     for (int l = 0; l < nl && !st; l++)
         for (int i = 0; i < 7 && !st; i++) {
@@ -455,13 +577,17 @@ inf_status prep_run(const prep_opts *o, inf_error *err) {
     if (!st) st = st_writer_write(sw, path, err);
     if (st) goto done;
 
-    /* client bundle: embeddings, lm_head (or the final gain when tied), tokenizer, seed */
+    /* client bundle: embeddings, lm_head (or the final gain when tied), the
+     * token frequency order, tokenizer, seed */
     if ((st = st_writer_new(&cw, err))) goto done;
     inf_dtype cdt = o->weights == PREP_F32 ? INF_DT_F32 : INF_DT_F16;
     size_t ces = cdt == INF_DT_F32 ? 4 : 2;
     int64_t eshape[2] = {m->cfg.vocab_size, m->cfg.dim};
     size_t ebytes = (size_t)(eshape[0] * eshape[1]) * ces;
-    cj[0] = (client_job){&P, &m->tok_embd, NULL, cdt};
+    const bool int8 = o->lm_head == PREP_LMH_INT8;
+    inf_dtype hdt = o->lm_head == PREP_LMH_F16 ? INF_DT_F16 : o->lm_head == PREP_LMH_F32 ? INF_DT_F32 : cdt;
+    size_t hbytes = (size_t)(eshape[0] * eshape[1]) * (hdt == INF_DT_F32 ? 4 : 2);
+    cj[0] = (client_job){&P, &m->tok_embd, NULL, cdt, "token_embd.weight"};
     st = st_writer_add_lazy(cw, "token_embd.weight", cdt, 2, eshape, ebytes, produce_client, &cj[0], err);
     int64_t dshape = m->cfg.dim;
     if (!st && m->cfg.tied_embeddings) {
@@ -473,14 +599,34 @@ inf_status prep_run(const prep_opts *o, inf_error *err) {
             for (int j = 0; !st && j < m->cfg.dim; j++) one[j] = 1.0f;
             if (!st) st = st_writer_add(cw, "output_norm.weight", INF_DT_F32, 1, &dshape, one, sizeof(float) * (size_t)m->cfg.dim, err);
         }
-    } else if (!st) {
-        cj[1] = (client_job){&P, &m->lm_head, m->out_norm, cdt};
-        st = st_writer_add_lazy(cw, "output.weight", cdt, 2, eshape, ebytes, produce_client, &cj[1], err);
+    } else if (!st && !int8) {
+        cj[1] = (client_job){&P, &m->lm_head, m->out_norm, hdt, "output.weight"};
+        st = st_writer_add_lazy(cw, "output.weight", hdt, 2, eshape, hbytes, produce_client, &cj[1], err);
     }
+    if (!st && int8) {
+        /* tied: the lookup table stays as it is and the int8 copy (of the
+         * unscaled rows; the gain still goes on the hidden state) is the
+         * lm_head. untied: the folded lm_head, in int8 only. */
+        const inf_tensor *src = m->cfg.tied_embeddings ? &m->tok_embd : &m->lm_head;
+        const float *gain = m->cfg.tied_embeddings ? NULL : m->out_norm;
+        int64_t vshape = m->cfg.vocab_size;
+        cj[1] = (client_job){&P, src, gain, INF_DT_I8, "output.weight"};
+        cj[2] = (client_job){&P, src, gain, INF_DT_I32, "output.scale"};
+        st = st_writer_add_lazy(cw, "output.weight", INF_DT_I8, 2, eshape, (size_t)(eshape[0] * eshape[1]), produce_client,
+                                &cj[1], err);
+        if (!st)
+            st = st_writer_add_lazy(cw, "output.scale", INF_DT_F32, 1, &vshape, sizeof(float) * (size_t)vshape,
+                                    produce_client, &cj[2], err);
+    }
+    if (!st) st = token_freq(o, m, cw, &freq, freq_desc, sizeof freq_desc, err);
+    char cver[16];
+    snprintf(cver, sizeof cver, "%d", int8 ? INF_BUNDLE_CLIENT_VERSION : INF_BUNDLE_VERSION);
     if (!st) st = st_writer_meta(cw, "format", INF_BUNDLE_CLIENT_FORMAT, err);
-    if (!st) st = st_writer_meta(cw, "format_version", ver, err);
+    if (!st) st = st_writer_meta(cw, "format_version", cver, err);
     if (!st) st = st_writer_meta(cw, "config", cfg_json, err);
     if (!st) st = st_writer_meta(cw, "rotation", fp, err);
+    if (!st) st = st_writer_meta(cw, "lm_head", int8 ? INF_BUNDLE_LM_HEAD_INT8 : hdt == INF_DT_F32 ? "f32" : "f16", err);
+    if (!st) st = st_writer_meta(cw, "token_freq", freq_desc, err);
     snprintf(path, sizeof path, "%s/%s", cdir, INF_BUNDLE_CLIENT_FILE);
     if (!st) st = st_writer_write(cw, path, err);
     if (!st) st = write_tokenizer(o, m, cdir, err);
@@ -488,9 +634,18 @@ inf_status prep_run(const prep_opts *o, inf_error *err) {
         snprintf(path, sizeof path, "%s/%s", cdir, INF_BUNDLE_SEED_FILE);
         st = rot_seed_write(path, &seed, err);
     }
-    if (!st && o->progress)
+    if (!st && o->progress) {
         fprintf(stderr, "prep: wrote %s (weights %s, %s) and %s (tied embeddings: %s)\n", sdir, wnames[o->weights],
                 o->rotate ? "rotated" : "not rotated", cdir, m->cfg.tied_embeddings ? "yes, one copy" : "no");
+        const double mib = 1.0 / (1 << 20), vd = (double)eshape[0] * (double)eshape[1];
+        if (int8 && m->cfg.tied_embeddings)
+            fprintf(stderr, "prep: lm_head int8 + row scales: %.1f MiB MORE than tied alone (the %s lookup table, %.1f MiB, stays)\n",
+                    (vd + 4.0 * eshape[0]) * mib, inf_dtype_name(cdt), (double)ebytes * mib);
+        else if (int8)
+            fprintf(stderr, "prep: lm_head int8 + row scales: %.1f MiB (%s would be %.1f MiB)\n", (vd + 4.0 * eshape[0]) * mib,
+                    inf_dtype_name(hdt), (double)hbytes * mib);
+        fprintf(stderr, "prep: token frequency order from %s\n", freq_desc);
+    }
 done:
     rot_seed_wipe(&seed);
     if (P.Q) rot_matrix_free(P.Q, P.d);
@@ -502,6 +657,7 @@ done:
         }
     free(P.cache);
     free(jobs);
+    free(freq);
     free(cfg_json);
     st_writer_free(sw);
     st_writer_free(cw);

@@ -22,6 +22,9 @@
 #include "status.h"
 
 typedef enum { PREP_F32, PREP_F16, PREP_BF16, PREP_INT4 } prep_weights;
+/* The client's lm_head: AUTO = F32 for --weights f32, else F16; INT8 =
+ * per-row symmetric int8 + f32 scales (common/bundle.h). */
+typedef enum { PREP_LMH_AUTO, PREP_LMH_F16, PREP_LMH_F32, PREP_LMH_INT8 } prep_lm_head;
 
 typedef struct {
     const char *model;     /* source checkpoint */
@@ -30,7 +33,23 @@ typedef struct {
     prep_weights weights;
     bool rotate;           /* false: --no-rotate (fold only; for tests and comparisons) */
     bool progress;         /* progress bar on stderr */
+    prep_lm_head lm_head;  /* --lm-head */
+    /* --vocab-freq: a UTF-8 text whose tokens (the model's tokenizer) give
+     * the client's token frequency order (--vocab-subset). NULL: the shipped
+     * corpus (INF_DEFAULT_CORPUS) when it exists, else the token-id order. */
+    const char *vocab_freq;
 } prep_opts;
+
+/* Parses "f16" | "f32" | "int8" (the --lm-head value). */
+inf_status prep_parse_lm_head(const char *s, prep_lm_head *out, inf_error *err);
+
+/* Token ids ordered by their count in text[0..len) tokenized with tok
+ * (descending; ties: lower id first) into order[vocab]; *n_tokens = tokens
+ * counted (ids >= vocab are ignored). `what` names the text in errors;
+ * a text with no tokens is an error. */
+struct tok_tokenizer;
+inf_status prep_token_order(const struct tok_tokenizer *tok, const char *text, size_t len, int vocab, const char *what,
+                            int32_t *order, size_t *n_tokens, inf_error *err);
 
 /* Parses "f32" | "f16" | "bf16" | "int4". */
 inf_status prep_parse_weights(const char *s, prep_weights *out, inf_error *err);

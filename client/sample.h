@@ -33,6 +33,9 @@ typedef struct {
     /* scratch for top-k/top-p: candidate ids and probabilities */
     int32_t *idx;
     float *prob;
+    /* Set by the caller after init (NULL = off): greedy steps compute the
+     * lm_head through this vocabulary subset (client/vocab.h); borrowed. */
+    struct inf_vocab_subset_s *subset;
 } inf_sampler;
 
 inf_sampler_params inf_sampler_defaults(void);

@@ -136,8 +136,8 @@ inf_status inf_config_from_json(const char *json, const char *where, inf_model_c
 static void close_st(void *p) { st_close(p); }
 
 /* Opens DIR/file, checks format + version, parses the config and the rotation. */
-static inf_status open_bundle(const char *dir, const char *file, const char *format, inf_model **out,
-                              st_file **sf, inf_error *err) {
+static inf_status open_bundle(const char *dir, const char *file, const char *format, int max_version,
+                              inf_model **out, st_file **sf, inf_error *err) {
     char path[2048];
     snprintf(path, sizeof path, "%s/%s", dir, file);
     *out = NULL;
@@ -158,9 +158,9 @@ static inf_status open_bundle(const char *dir, const char *file, const char *for
                       path, fmt ? "\"" : "", fmt ? fmt : "missing", fmt ? "\"" : "", format);
     } else if (!ver || atoi(ver) < 1) {
         st = inf_fail(err, INF_E_FORMAT, "%s: metadata 'format_version' is missing or invalid", path);
-    } else if (atoi(ver) > INF_BUNDLE_VERSION) {
+    } else if (atoi(ver) > max_version) {
         st = inf_fail(err, INF_E_UNSUPPORTED, "%s: bundle format_version %s is newer than this infemeral reads (%d)",
-                      path, ver, INF_BUNDLE_VERSION);
+                      path, ver, max_version);
     } else if (!cfg) {
         st = inf_fail(err, INF_E_NOTFOUND, "%s: metadata 'config' is missing", path);
     } else if (!rot || !*rot || strlen(rot) >= sizeof m->rotation) {
@@ -217,7 +217,7 @@ static inf_status bundle_linear(inf_model *m, st_file *sf, const char *base, inf
 inf_status inf_model_load_server_bundle(const char *dir, inf_model **out, inf_error *err) {
     st_file *sf;
     inf_model *m;
-    inf_status st = open_bundle(dir, INF_BUNDLE_SERVER_FILE, INF_BUNDLE_SERVER_FORMAT, &m, &sf, err);
+    inf_status st = open_bundle(dir, INF_BUNDLE_SERVER_FILE, INF_BUNDLE_SERVER_FORMAT, INF_BUNDLE_VERSION, &m, &sf, err);
     if (st) return st;
     *out = NULL;
     const char *folded = st_metadata_get(sf, "norms_folded");
@@ -256,24 +256,96 @@ fail:
     return st;
 }
 
+/* output.weight I8 [vocab, dim] + output.scale F32 [vocab], every scale
+ * finite and >= 0. */
+static inf_status load_int8_head(inf_model *m, st_file *sf, inf_error *err) {
+    const inf_tensor *q, *s;
+    inf_status st;
+    if ((st = st_require(sf, "output.weight", &q, err)) || (st = st_require(sf, "output.scale", &s, err))) return st;
+    const int64_t V = m->cfg.vocab_size, d = m->cfg.dim;
+    if (q->dtype != INF_DT_I8)
+        return inf_fail(err, INF_E_FORMAT, "%s: tensor 'output.weight' has type %s; an int8 lm_head must be I8", m->path,
+                        inf_dtype_name(q->dtype));
+    if (s->dtype != INF_DT_F32)
+        return inf_fail(err, INF_E_FORMAT, "%s: tensor 'output.scale' has type %s; it must be F32", m->path,
+                        inf_dtype_name(s->dtype));
+    int64_t qs[2] = {V, d}, ss[1] = {V};
+    if ((st = inf_tensor_expect(q, "output.weight", 2, qs, err)) || (st = inf_tensor_expect(s, "output.scale", 1, ss, err)))
+        return st;
+    if (q->nbytes != (size_t)(V * d) || s->nbytes != (size_t)V * sizeof(float))
+        return inf_fail(err, INF_E_FORMAT, "%s: tensor 'output.weight' or 'output.scale' has %zu / %zu bytes, expected %lld / %lld",
+                        m->path, q->nbytes, s->nbytes, (long long)(V * d), (long long)V * 4);
+    float *sc = inf_model_alloc(m, (size_t)V * sizeof *sc);
+    if (!sc) return inf_fail(err, INF_E_NOMEM, "%s: out of memory for 'output.scale'", m->path);
+    memcpy(sc, s->data, (size_t)V * sizeof *sc); /* aligned, and checked once */
+    for (int64_t r = 0; r < V; r++)
+        if (!isfinite(sc[r]) || sc[r] < 0.0f)
+            return inf_fail(err, INF_E_FORMAT, "%s: tensor 'output.scale' row %lld is %g (must be finite and >= 0)", m->path,
+                            (long long)r, (double)sc[r]);
+    m->lm_head = *q;
+    m->lm_head_scale = sc;
+    return INF_OK;
+}
+
+/* token_freq.order I32 [vocab]: a permutation of the token ids. */
+static inf_status load_token_freq(inf_model *m, st_file *sf, inf_error *err) {
+    const inf_tensor *t;
+    inf_status st = st_require(sf, "token_freq.order", &t, err);
+    if (st) return st;
+    const int64_t V = m->cfg.vocab_size;
+    int64_t shape[1] = {V};
+    if (t->dtype != INF_DT_I32)
+        return inf_fail(err, INF_E_FORMAT, "%s: tensor 'token_freq.order' has type %s; it must be I32", m->path,
+                        inf_dtype_name(t->dtype));
+    if ((st = inf_tensor_expect(t, "token_freq.order", 1, shape, err))) return st;
+    int32_t *ord = inf_model_alloc(m, (size_t)V * sizeof *ord);
+    uint8_t *seen = calloc((size_t)V, 1);
+    if (!ord || !seen) {
+        free(seen);
+        return inf_fail(err, INF_E_NOMEM, "%s: out of memory for 'token_freq.order'", m->path);
+    }
+    memcpy(ord, t->data, (size_t)V * sizeof *ord);
+    for (int64_t i = 0; i < V; i++) {
+        if (ord[i] < 0 || ord[i] >= V || seen[ord[i]]++) {
+            st = inf_fail(err, INF_E_FORMAT, "%s: tensor 'token_freq.order' entry %lld = %d is %s", m->path, (long long)i,
+                          (int)ord[i], ord[i] < 0 || ord[i] >= V ? "not a token id" : "listed twice");
+            break;
+        }
+    }
+    free(seen);
+    if (!st) m->token_freq = ord;
+    return st;
+}
+
 inf_status inf_model_load_client_bundle(const char *dir, inf_model **out, inf_error *err) {
     st_file *sf;
     inf_model *m;
-    inf_status st = open_bundle(dir, INF_BUNDLE_CLIENT_FILE, INF_BUNDLE_CLIENT_FORMAT, &m, &sf, err);
+    inf_status st = open_bundle(dir, INF_BUNDLE_CLIENT_FILE, INF_BUNDLE_CLIENT_FORMAT, INF_BUNDLE_CLIENT_VERSION, &m, &sf, err);
     if (st) return st;
     *out = NULL;
     const inf_tensor *t;
+    const char *lmh = st_metadata_get(sf, "lm_head");
+    const bool int8 = lmh && !strcmp(lmh, INF_BUNDLE_LM_HEAD_INT8);
+    if (lmh && !int8 && strcmp(lmh, "f16") != 0 && strcmp(lmh, "f32") != 0) {
+        st = inf_fail(err, INF_E_UNSUPPORTED, "%s: metadata 'lm_head' = \"%.40s\" is not f16, f32 or %s", m->path, lmh,
+                      INF_BUNDLE_LM_HEAD_INT8);
+        goto fail;
+    }
     if ((st = st_require(sf, "token_embd.weight", &t, err))) goto fail;
     m->tok_embd = *t;
     if (m->cfg.tied_embeddings) {
         if ((st = st_require(sf, "output_norm.weight", &t, err))) goto fail;
         if ((st = inf_model_gain(m, t, "output_norm.weight", m->cfg.dim, &m->out_norm, err))) goto fail;
         m->lm_head = m->tok_embd;
-    } else {
+    } else if (!int8) {
         if ((st = st_require(sf, "output.weight", &t, err))) goto fail;
         m->lm_head = *t; /* final gain already folded in */
     }
     if ((st = inf_model_finalize(m, err))) goto fail;
+    /* I8 is not a dtype the layer kernels take, so the int8 lm_head is
+     * checked here, after the config and the embeddings are. */
+    if (int8 && (st = load_int8_head(m, sf, err))) goto fail;
+    if (st_has(sf, "token_freq.order") && (st = load_token_freq(m, sf, err))) goto fail;
     *out = m;
     return INF_OK;
 fail:

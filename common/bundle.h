@@ -17,6 +17,17 @@
  *     output_norm.weight   F32 [dim] = g_final, when tied (one matrix serves
  *                          lookup and lm_head; the gain is applied to the
  *                          hidden state at run time)
+ *   with `prep --lm-head int8` (metadata lm_head = "int8-rowwise", client
+ *   format_version 2; older readers refuse the file):
+ *     output.weight        I8 [vocab, dim]: q = round(w / s), |q| <= 127
+ *     output.scale         F32 [vocab]: s = max|w_row| / 127 (w = q * s)
+ *                          untied: w = W_lm · diag(g_final); tied: w = the
+ *                          embedding rows (token_embd stays F16 for the
+ *                          lookup; output_norm.weight still carries g_final)
+ *   always (unless prep --no-vocab-freq):
+ *     token_freq.order     I32 [vocab]: every token id once, most frequent
+ *                          first in prep's corpus (ties: lower id first);
+ *                          metadata token_freq = "<corpus name>, <N> tokens"
  * DIR/client/secret.key — the 256-bit rotation seed (mode 0600)
  * DIR/client/tokenizer.{gguf,json,bin,model} — the source's tokenizer
  *
@@ -34,6 +45,10 @@
 #include "status.h"
 
 #define INF_BUNDLE_VERSION 1
+/* Client bundles: 1 = f16/f32 lm_head; 2 = adds the int8 lm_head. A reader
+ * accepts versions up to this one. */
+#define INF_BUNDLE_CLIENT_VERSION 2
+#define INF_BUNDLE_LM_HEAD_INT8 "int8-rowwise"
 #define INF_BUNDLE_SERVER_FILE "model.safetensors"
 #define INF_BUNDLE_CLIENT_FILE "client.safetensors"
 #define INF_BUNDLE_SEED_FILE "secret.key"

@@ -87,6 +87,12 @@ typedef struct {
     const float *rope_freq_factors; /* [head_dim/2] divisors (GGUF rope_freqs) or NULL */
     char rotation[72];      /* prepared bundles: the rotation's fingerprint, "none" if unrotated; "" otherwise */
     inf_model_cleanup *cleanup;
+    /* Client bundles (common/bundle.h). lm_head_scale: [vocab] f32 per-row
+     * scales when lm_head is I8 (prep --lm-head int8), else NULL.
+     * token_freq: [vocab] every token id once, most frequent first (the
+     * first pass of --vocab-subset), or NULL. */
+    const float *lm_head_scale;
+    const int32_t *token_freq;
 } inf_model;
 
 /* Loads any supported checkpoint. PATH may be a .gguf file, a llama2.c .bin,
