@@ -19,10 +19,12 @@
 #include "bundle.h"
 #include "chat.h"
 #include "cloak.h"
+#include "gemv.h"
 #include "generate.h"
 #include "keygen.h"
 #include "gguf.h"
 #include "kv.h"
+#include "loopback.h"
 #include "model.h"
 #include "prep.h"
 #include "profile.h"
@@ -30,6 +32,7 @@
 #include "sample.h"
 #include "tokenizer.h"
 #include "transport.h"
+#include "vocab.h"
 
 #define INF_VERSION "0.1.0"
 
@@ -69,6 +72,10 @@ static void usage(FILE *f) {
             "  --system TEXT     system message for --chat\n"
             "  --no-bos          do not prepend BOS even when the tokenizer asks for it\n"
             "  --quiet           no timing line on stderr\n"
+            "  --vocab-subset N  greedy steps first try the N most frequent tokens (the\n"
+            "                    bundle's frequency order) and fall back to the full\n"
+            "                    lm_head unless a row-norm bound proves the winner: the\n"
+            "                    output is identical; prints the hit rate (client bundles)\n"
             "  --profile         after generating, a per-token table on stderr: p50/p95/p99\n"
             "                    and mean ms of each phase (embed, cloak, serialize, seal,\n"
             "                    network, open, uncloak, lm_head, sample; layers when they\n"
@@ -84,6 +91,11 @@ static void usage(FILE *f) {
             "\n"
             "infemeral prep --model PATH --out DIR [--tokenizer PATH]\n"
             "               [--weights f32|f16|bf16|int4] [--no-rotate] [--quiet]\n"
+            "               [--lm-head f16|f32|int8] [--vocab-freq FILE]\n"
+            "  --lm-head int8    the client's lm_head as int8 with a scale per row\n"
+            "                    (half of f16; tied models keep the f16 lookup table)\n"
+            "  --vocab-freq FILE text whose token counts order the vocabulary for\n"
+            "                    --vocab-subset (default: bench/text/english.txt)\n"
             "  writes DIR/client (embeddings, lm_head, tokenizer, secret.key) and\n"
             "  DIR/server (norm-folded, rotated layers; int4 = group-wise, g=128)\n"
             "\n"
@@ -104,7 +116,12 @@ static void usage(FILE *f) {
             "  --max-tokens tokens (default 32; no stop at end of text) after a fixed\n"
             "  prompt; --runs measured runs (default 5) after --warmup (default 1);\n"
             "  prints the --profile table over all runs' decode tokens; --json FILE\n"
-            "  writes the same numbers and the configuration\n");
+            "  writes the same numbers and the configuration\n"
+            "infemeral bench --client-only --client-bundle DIR [--server-bundle DIR]\n"
+            "  the network replaced by a worker in this process (the real seal/open on\n"
+            "  both ends; without --server-bundle it returns the states unchanged), so\n"
+            "  the client's phases are measured alone; a bundle without a tokenizer\n"
+            "  gets a fixed prompt of token ids\n");
 }
 
 typedef struct {
@@ -120,6 +137,8 @@ typedef struct {
     const char *json;         /* bench --json FILE */
     int max_tokens, ctx, threads;
     int sink_tokens; /* context window: tokens kept from the start when the window slides */
+    int vocab_subset; /* --vocab-subset N (0: off) */
+    bool client_only; /* bench --client-only: an in-process worker instead of the network */
     inf_sampler_params sp;
 } run_opts;
 
@@ -188,6 +207,8 @@ static int parse_run(int argc, char **argv, run_opts *o, bool remote, bool chat,
         else if (o->bench && !strcmp(a, "--runs")) { NEEDV if (parse_int(a, v, 1, 100000, &x)) return -1; o->runs = (int)x; }
         else if (o->bench && !strcmp(a, "--warmup")) { NEEDV if (parse_int(a, v, 0, 100000, &x)) return -1; o->warmup = (int)x; }
         else if (o->bench && !strcmp(a, "--json")) { NEEDV o->json = v; }
+        else if (o->bench && !strcmp(a, "--client-only")) o->client_only = true;
+        else if (!strcmp(a, "--vocab-subset")) { NEEDV if (parse_int(a, v, 1, INF_MAX_VOCAB, &x)) return -1; o->vocab_subset = (int)x; }
         else if (!strcmp(a, "--max-tokens")) { NEEDV if (parse_int(a, v, 0, INF_MAX_CTX, &x)) return -1; o->max_tokens = (int)x; }
         else if (!strcmp(a, "--ctx")) { NEEDV if (parse_int(a, v, 1, INF_MAX_CTX, &x)) return -1; o->ctx = (int)x; }
         else if (!strcmp(a, "--sink-tokens")) { NEEDV if (parse_int(a, v, 0, 1 << 16, &x)) return -1; o->sink_tokens = (int)x; }
@@ -221,7 +242,15 @@ static int parse_run(int argc, char **argv, run_opts *o, bool remote, bool chat,
             fprintf(stderr, "infemeral bench: --chat is not supported (bench runs a plain prompt)\n");
             return -1;
         }
-        o->remote = o->endpoint || o->runpod || o->worker_pub || o->wire_dtype;
+        o->remote = !o->client_only && (o->endpoint || o->runpod || o->worker_pub || o->wire_dtype);
+        if (o->client_only) {
+            if (!o->client_bundle || o->model || o->endpoint || o->runpod || o->worker_pub) {
+                fprintf(stderr, "infemeral bench --client-only takes --client-bundle DIR (and optionally "
+                                "--server-bundle DIR), not --model, --endpoint, --runpod or --worker-pub\n");
+                return -1;
+            }
+            return 0;
+        }
         if (!o->prompt) o->prompt = BENCH_PROMPT;
         o->profile = true;
     }
@@ -478,7 +507,7 @@ static int cmd_prep(int argc, char **argv) {
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if ((!strcmp(a, "--model") || !strcmp(a, "--out") || !strcmp(a, "--tokenizer") ||
-             !strcmp(a, "--weights")) && !v) {
+             !strcmp(a, "--weights") || !strcmp(a, "--lm-head") || !strcmp(a, "--vocab-freq")) && !v) {
             fprintf(stderr, "infemeral prep: option %s needs a value\n", a);
             return 2;
         }
@@ -490,7 +519,13 @@ static int cmd_prep(int argc, char **argv) {
                 fprintf(stderr, "infemeral prep: %s\n", err.msg);
                 return 2;
             }
-        } else if (!strcmp(a, "--no-rotate")) o.rotate = false;
+        } else if (!strcmp(a, "--lm-head")) {
+            if (prep_parse_lm_head(argv[++i], &o.lm_head, &err)) {
+                fprintf(stderr, "infemeral prep: %s\n", err.msg);
+                return 2;
+            }
+        } else if (!strcmp(a, "--vocab-freq")) o.vocab_freq = argv[++i];
+        else if (!strcmp(a, "--no-rotate")) o.rotate = false;
         else if (!strcmp(a, "--quiet")) o.progress = false;
         else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
@@ -513,8 +548,41 @@ static int cmd_prep(int argc, char **argv) {
 
 /* ---- a session: the model halves, the cloak, the worker, the caches ------------------ */
 
-typedef enum { MODE_LOCAL, MODE_SPLIT, MODE_REMOTE } run_mode;
-static const char *const mode_names[] = {"local", "split", "remote"};
+static bool has_tokenizer(const run_opts *o) {
+    if (o->tokenizer) return true;
+    static const char *names[] = {"tokenizer.gguf", "tokenizer.json", "tokenizer.model", "tokenizer.bin"};
+    for (int i = 0; i < 4; i++) {
+        char path[2048];
+        snprintf(path, sizeof path, "%s/%s", o->client_bundle, names[i]);
+        if (access(path, F_OK) == 0) return true;
+    }
+    return false;
+}
+
+/* What the client's weights cost in memory, and what tying / int8 saved. */
+static void client_memory_log(const run_opts *o, const inf_model *m) {
+    if (o->quiet) return;
+    const double mib = 1.0 / (1 << 20);
+    const double emb = (double)m->tok_embd.nbytes * mib;
+    if (m->lm_head.data == m->tok_embd.data) {
+        fprintf(stderr, "client: tied embeddings: one %s table (%.1f MiB) serves lookup and lm_head, the final gain "
+                        "goes on the hidden state: %.1f MiB saved\n",
+                inf_dtype_name(m->tok_embd.dtype), emb, emb);
+    } else if (m->lm_head.dtype == INF_DT_I8) {
+        double head = ((double)m->lm_head.nbytes + 4.0 * m->cfg.vocab_size) * mib;
+        double f16 = 2.0 * (double)m->cfg.vocab_size * m->cfg.dim * mib;
+        if (m->cfg.tied_embeddings)
+            fprintf(stderr, "client: tied embeddings with an int8 lm_head: the %s lookup table (%.1f MiB) stays and the "
+                            "int8 copy costs %.1f MiB more\n",
+                    inf_dtype_name(m->tok_embd.dtype), emb, head);
+        else
+            fprintf(stderr, "client: int8 lm_head, %.1f MiB with its row scales (f16: %.1f MiB, %.1f MiB saved)\n", head,
+                    f16, f16 - head);
+    }
+}
+
+typedef enum { MODE_LOCAL, MODE_SPLIT, MODE_REMOTE, MODE_CLIENT_ONLY } run_mode;
+static const char *const mode_names[] = {"local", "split", "remote", "client-only"};
 
 /* What one generation needs, built from the options. The layers structs
  * point into the session, so a session does not move once opened. */
@@ -536,6 +604,10 @@ typedef struct {
     inf_gen g;
     inf_profile prof;
     inf_profile *profp;        /* &prof with --profile, else NULL */
+    inf_loopback loop;         /* client-only: the in-process worker */
+    bool have_loop;
+    inf_vocab_subset subset;   /* --vocab-subset */
+    bool have_subset;
 } session;
 
 static inf_status session_open(const run_opts *o, session *S, inf_error *err) {
@@ -561,8 +633,12 @@ static inf_status session_open(const run_opts *o, session *S, inf_error *err) {
         if ((st = keys_read_public(o->worker_pub, &ro->worker_pub, err))) return st;
         if ((st = inf_remote_open(ro, S->m->cfg.dim, &S->remote, err))) return st;
         inf_remote_set_profile(S->remote, S->profp);
+    } else if (o->client_only && !o->server_bundle) {
+        S->mode = MODE_CLIENT_ONLY;
+        if ((st = inf_model_load_client_bundle(o->client_bundle, &S->m, err))) return st;
+        if ((st = split_setup(o, S->m, &S->rot, &S->cloak, &S->have_rot, &S->have_cloak, err))) return st;
     } else {
-        S->mode = MODE_SPLIT;
+        S->mode = o->client_only ? MODE_CLIENT_ONLY : MODE_SPLIT;
         if ((st = inf_model_load_client_bundle(o->client_bundle, &S->m, err))) return st;
         if ((st = inf_model_load_server_bundle(o->server_bundle, &S->sm, err))) return st;
         if (strcmp(S->m->rotation, S->sm->rotation) != 0)
@@ -571,13 +647,26 @@ static inf_status session_open(const run_opts *o, session *S, inf_error *err) {
                             o->client_bundle, o->server_bundle, S->m->rotation, S->sm->rotation);
         if ((st = split_setup(o, S->m, &S->rot, &S->cloak, &S->have_rot, &S->have_cloak, err))) return st;
     }
-    if ((st = load_tokenizer(o, S->m, &S->tok, &S->tmpl, err))) return st;
-    if (tok_vocab_size(S->tok) > S->m->cfg.vocab_size)
+    if (o->client_bundle) client_memory_log(o, S->m);
+    if (o->client_only && !has_tokenizer(o)) {
+        /* a bundle without a tokenizer (bench/mkbundle): bench feeds ids */
+    } else if ((st = load_tokenizer(o, S->m, &S->tok, &S->tmpl, err))) {
+        return st;
+    } else if (tok_vocab_size(S->tok) > S->m->cfg.vocab_size)
         return inf_fail(err, INF_E_SHAPE, "tokenizer has %d tokens but the model's vocabulary is %d",
                         tok_vocab_size(S->tok), S->m->cfg.vocab_size);
     int ctx = o->ctx > 0 && o->ctx < S->m->cfg.max_seq ? o->ctx : S->m->cfg.max_seq;
     if ((st = inf_kv_init(&S->kv, &S->m->cfg, ctx, err))) return st;
     if ((st = inf_sampler_init(&S->s, &o->sp, S->m->cfg.vocab_size, err))) return st;
+    if (o->vocab_subset > 0) {
+        double t = inf_now();
+        if ((st = inf_vocab_subset_init(&S->subset, S->m, o->vocab_subset, err))) return st;
+        S->have_subset = true;
+        S->s.subset = &S->subset;
+        if (!o->quiet)
+            fprintf(stderr, "vocab subset: the %d most frequent of %d tokens first at temperature 0 (bound set up in %.0f ms)\n",
+                    o->vocab_subset, S->m->cfg.vocab_size, 1e3 * (inf_now() - t));
+    }
     /* local:  layers(model)
      * split:  cloak -> layers(server bundle) -> uncloak   (as inf_split_layers_fn)
      * remote: cloak -> serialize, seal, network, open      -> uncloak */
@@ -594,6 +683,18 @@ static inf_status session_open(const run_opts *o, session *S, inf_error *err) {
         S->cloaked = (inf_cloaked_layers){inf_remote_layers_fn, S->remote, cloak, dim, S->profp};
         S->g.layers = inf_cloaked_layers_fn;
         S->g.layers_ctx = &S->cloaked;
+    } else if (S->mode == MODE_CLIENT_ONLY) {
+        wire_dtype wd = WIRE_F16;
+        if (o->wire_dtype && (st = wire_dtype_parse(o->wire_dtype, "--wire-dtype", &wd, err))) return st;
+        /* the in-process worker runs the server bundle's layers untimed by
+         * the client (its time is the "network" phase), or echoes */
+        if ((st = inf_loopback_open(&S->loop, dim, wd, S->sm ? inf_local_layers_fn : NULL, S->sm ? &S->local : NULL,
+                                    S->profp, err)))
+            return st;
+        S->have_loop = true;
+        S->cloaked = (inf_cloaked_layers){inf_loopback_layers_fn, &S->loop, cloak, dim, S->profp};
+        S->g.layers = inf_cloaked_layers_fn;
+        S->g.layers_ctx = &S->cloaked;
     }
     return INF_OK;
 }
@@ -605,6 +706,15 @@ static inf_status session_restart(const run_opts *o, session *S, inf_error *err)
     inf_kv_truncate(&S->kv, 0);
     inf_sampler_free(&S->s);
     if ((st = inf_sampler_init(&S->s, &o->sp, S->m->cfg.vocab_size, err))) return st;
+    if (S->have_subset) S->s.subset = &S->subset;
+    if (S->have_loop) {
+        inf_loopback lb = S->loop;
+        inf_loopback_close(&S->loop);
+        if ((st = inf_loopback_open(&S->loop, lb.dim, lb.dtype, lb.inner, lb.inner_ctx, lb.prof, err))) {
+            S->have_loop = false;
+            return st;
+        }
+    }
     if (S->mode == MODE_REMOTE) {
         inf_remote_close(S->remote);
         S->remote = NULL;
@@ -621,12 +731,22 @@ static void session_close(session *S) {
     inf_kv_free(&S->kv);
     tok_free(S->tok);
     inf_remote_close(S->remote);
+    if (S->have_loop) inf_loopback_close(&S->loop);
+    if (S->have_subset) inf_vocab_subset_free(&S->subset);
     if (S->have_cloak) cloak_free(&S->cloak);
     if (S->have_rot) rot_ctx_free(&S->rot);
     inf_model_free(S->sm);
     inf_model_free(S->m);
     inf_profile_free(&S->prof);
     memset(S, 0, sizeof *S);
+}
+
+/* --vocab-subset: how often the bound proved the subset's winner. */
+static void subset_report(const run_opts *o, const session *S) {
+    if (!S->have_subset || o->quiet) return;
+    const inf_vocab_subset *v = &S->subset;
+    fprintf(stderr, "vocab subset %d: %ld of %ld greedy steps proved in the subset (%.1f%%), the rest computed the full lm_head\n",
+            v->n, v->hits, v->steps, v->steps ? 100.0 * v->hits / v->steps : 0.0);
 }
 
 /* --profile after one generation: the table, then a clean profile for the next turn. */
@@ -684,6 +804,7 @@ static int cmd_run(int argc, char **argv, bool remote, bool chat) {
         fflush(stdout);
         report(&o, &gs);
         profile_report(&S, &gs);
+        subset_report(&o, &S);
         rc = 0;
         goto done;
     }
@@ -785,6 +906,18 @@ static cJSON *bench_json(const run_opts *o, const session *S, const inf_profile_
     cJSON_AddNumberToObject(cfg, "temperature", o->sp.temperature);
     cJSON_AddBoolToObject(cfg, "stops_at_end_of_text", false);
     cJSON_AddNumberToObject(cfg, "threads", omp_get_max_threads());
+    cJSON_AddStringToObject(cfg, "isa", gemv_isa_name(gemv_isa_active()));
+    cJSON_AddStringToObject(cfg, "lm_head", inf_dtype_name(S->m->lm_head.dtype));
+    cJSON_AddBoolToObject(cfg, "tied_embeddings", S->m->lm_head.data == S->m->tok_embd.data);
+    cJSON_AddNumberToObject(cfg, "vocab_subset", o->vocab_subset);
+    if (S->have_subset) {
+        cJSON *vs = cJSON_AddObjectToObject(root, "vocab_subset");
+        if (vs) {
+            cJSON_AddNumberToObject(vs, "steps", S->subset.steps);
+            cJSON_AddNumberToObject(vs, "hits", S->subset.hits);
+            cJSON_AddNumberToObject(vs, "hit_rate", S->subset.steps ? (double)S->subset.hits / S->subset.steps : 0.0);
+        }
+    }
     cJSON_AddStringToObject(cfg, "version", INF_VERSION);
     for (int r = 0; r < o->runs; r++) {
         cJSON *x = cJSON_CreateObject();
@@ -816,8 +949,17 @@ static int cmd_bench(int argc, char **argv) {
 
     if ((st = session_open(&o, &S, &err))) goto fail;
     size_t n_ids;
-    bool bos = !o.no_bos && tok_add_bos(S.tok);
-    if ((st = tok_encode(S.tok, o.prompt, strlen(o.prompt), bos, true, &ids, &n_ids, &err))) goto fail;
+    if (!S.tok) { /* no tokenizer: a fixed prompt of 32 spread-out ids */
+        n_ids = 32;
+        if (!(ids = malloc(sizeof *ids * n_ids))) {
+            st = inf_fail(&err, INF_E_NOMEM, "out of memory");
+            goto fail;
+        }
+        for (size_t i = 0; i < n_ids; i++) ids[i] = (int32_t)((i * 7919u + 13u) % (unsigned)S.m->cfg.vocab_size);
+    } else if ((st = tok_encode(S.tok, o.prompt, strlen(o.prompt), !o.no_bos && tok_add_bos(S.tok), true, &ids, &n_ids,
+                                &err))) {
+        goto fail;
+    }
     if (n_ids == 0) {
         st = inf_fail(&err, INF_E_ARG, "the prompt is empty and this tokenizer adds no BOS token; give some text");
         goto fail;
@@ -860,6 +1002,7 @@ static int cmd_bench(int argc, char **argv) {
         .peak_mib = inf_peak_rss_mib(),
     };
     inf_profile_print(stderr, &S.prof, &t);
+    subset_report(&o, &S);
     if (o.json) {
         if (!(root = bench_json(&o, &S, &t, runs)) || !(json = cJSON_Print(root))) {
             st = inf_fail(&err, INF_E_NOMEM, "out of memory writing the JSON report");
