@@ -8,16 +8,30 @@
 # They follow RunPod's published OpenAPI description (POST /v1/templates,
 # POST /v1/endpoints). Run with DRY_RUN=1 to print the requests instead.
 #
+# Needs curl and python3. Create the RunPod secret holding the worker key
+# first (deploy/README.md, step 4): the template only names it.
+#
 # Environment:
-#   RUNPOD_API_KEY      your RunPod API key (required unless DRY_RUN=1)
+#   RUNPOD_API_KEY      your RunPod API key, read/write (required unless DRY_RUN=1)
 #   IMAGE               the pushed image, e.g. docker.io/you/infemeral-worker:0.1.0 (required)
-#   NETWORK_VOLUME_ID   the network volume holding the bundle (optional but usual)
+#   NETWORK_VOLUME_ID   the network volume holding the bundle and the KV store; required
+#                       unless the bundle is baked into the image (then set BUNDLE too)
+#   BUNDLE              the server bundle inside the worker, default
+#                       /runpod-volume/infemeral/server (baked image: /opt/infemeral/server)
+#   KV_DIR              the encrypted KV store, default /runpod-volume/infemeral-kv
+#                       (/tmp/infemeral-kv without a volume: a conversation then
+#                       lives on one worker only)
+#   REGISTRY_AUTH_ID    the id of RunPod registry credentials (console -> Settings ->
+#                       Container Registry Auth) when the image is private
 #   NAME                default infemeral-worker
-#   GPU_TYPES           comma-separated, default "NVIDIA GeForce RTX 4090,NVIDIA RTX A5000,NVIDIA L4"
-#   WORKERS_MIN/MAX     default 0 / 3
+#   GPU_TYPES           comma-separated RunPod GPU type ids, default
+#                       "NVIDIA GeForce RTX 4090,NVIDIA RTX A5000,NVIDIA L4"; they must be
+#                       offered in the network volume's data center
+#   WORKERS_MIN/MAX     default 0 / 3 (0: no worker, no cost, while idle)
 #   FLASHBOOT           default true
 #   KEY_SECRET          the RunPod secret holding the worker key, default infemeral_worker_key
-#   BUNDLE              default /runpod-volume/infemeral/server
+#   RUNPOD_REST_URL     default https://rest.runpod.io/v1
+#   DRY_RUN=1           print both requests (the key masked) and a fake id; send nothing
 set -euo pipefail
 API=${RUNPOD_REST_URL:-https://rest.runpod.io/v1}
 : "${IMAGE:?set IMAGE to the pushed worker image}"
@@ -28,25 +42,40 @@ WORKERS_MAX=${WORKERS_MAX:-3}
 FLASHBOOT=${FLASHBOOT:-true}
 KEY_SECRET=${KEY_SECRET:-infemeral_worker_key}
 BUNDLE=${BUNDLE:-/runpod-volume/infemeral/server}
+if [ -n "${NETWORK_VOLUME_ID:-}" ]; then KV_DIR=${KV_DIR:-/runpod-volume/infemeral-kv}; else KV_DIR=${KV_DIR:-/tmp/infemeral-kv}; fi
 DRY_RUN=${DRY_RUN:-0}
 [ "$DRY_RUN" = 1 ] || : "${RUNPOD_API_KEY:?set RUNPOD_API_KEY}"
+if [ -z "${NETWORK_VOLUME_ID:-}" ]; then
+  for p in "$BUNDLE" "$KV_DIR"; do
+    case $p in /runpod-volume/*)
+      echo "runpod_create: $p is on the network volume, but NETWORK_VOLUME_ID is not set" \
+        "(set it, or BUNDLE=/opt/infemeral/server for a baked image and KV_DIR elsewhere)" >&2
+      exit 2 ;;
+    esac
+  done
+fi
 
 # JSON is built by python3 so every value is escaped properly.
-template_json=$(NAME="$NAME" IMAGE="$IMAGE" KEY_SECRET="$KEY_SECRET" BUNDLE="$BUNDLE" python3 - <<'PY'
+template_json=$(NAME="$NAME" IMAGE="$IMAGE" KEY_SECRET="$KEY_SECRET" BUNDLE="$BUNDLE" KV_DIR="$KV_DIR" \
+  RA="${REGISTRY_AUTH_ID:-}" python3 - <<'PY'
 import json, os
-print(json.dumps({
+t = {
     "name": os.environ["NAME"],
     "imageName": os.environ["IMAGE"],
     "isServerless": True,
     "containerDiskInGb": 10,
+    "volumeInGb": 0,  # serverless: no pod volume (the network volume is the endpoint's)
     "volumeMountPath": "/runpod-volume",
     "env": {
         "INFEMERAL_BUNDLE": os.environ["BUNDLE"],
-        "INFEMERAL_KV_DIR": "/runpod-volume/infemeral-kv",
+        "INFEMERAL_KV_DIR": os.environ["KV_DIR"],
         "INFEMERAL_WORKER_KEY": "{{ RUNPOD_SECRET_%s }}" % os.environ["KEY_SECRET"],
         "RUNPOD_CONCURRENCY": "1",
     },
-}))
+}
+if os.environ["RA"]:
+    t["containerRegistryAuthId"] = os.environ["RA"]
+print(json.dumps(t))
 PY
 )
 

@@ -18,11 +18,13 @@ set -euo pipefail
 SRC=${1:?usage: upload_bundle.sh DIR/server NETWORK_VOLUME_ID DATACENTER_ID}
 VOL=${2:?network volume id}
 DC=${3:?data center id, e.g. EU-RO-1}
-[ -f "$SRC/model.safetensors" ] || { echo "upload_bundle: $SRC/model.safetensors is missing (give the server bundle: infemeral prep --out DIR -> DIR/server)" >&2; exit 1; }
-if ls "$SRC" | grep -qi 'client'; then
-  echo "upload_bundle: $SRC looks like it holds the CLIENT bundle; only the server bundle goes to RunPod" >&2
+# the client bundle holds the rotation secret (secret.key): it must never leave your machine
+if [ -e "$SRC/secret.key" ] || [ -e "$SRC/client.safetensors" ] || ls "$SRC" | grep -qi 'client'; then
+  echo "upload_bundle: $SRC looks like it holds the CLIENT bundle (its secret.key is the cloak's secret);" \
+    "only the server bundle goes to RunPod" >&2
   exit 1
 fi
+[ -f "$SRC/model.safetensors" ] || { echo "upload_bundle: $SRC/model.safetensors is missing (give the server bundle: infemeral prep --out DIR -> DIR/server)" >&2; exit 1; }
 dc=$(echo "$DC" | tr 'A-Z' 'a-z')
 cmd=(aws s3 sync "$SRC" "s3://$VOL/infemeral/server" --region "$DC" --endpoint-url "https://s3api-$dc.runpod.io")
 if [ "${DRY_RUN:-0}" = 1 ]; then echo "${cmd[*]}"; exit 0; fi
