@@ -38,6 +38,12 @@ done
 for s in deploy/*.sh; do
   bash -n "$s" && ok "$s parses" || bad "$s has a syntax error"
 done
+if [ -f .dockerignore ] && grep -qx '\*\*/secret.key' .dockerignore && grep -qx '\*\*/worker.key' .dockerignore \
+  && ! grep -qE '^(deploy|\*$)' .dockerignore; then
+  ok ".dockerignore keeps keys out of the build context and lets deploy/ in"
+else
+  bad ".dockerignore is missing, lets secret.key/worker.key in, or keeps deploy/ out"
+fi
 grep -q '^ENTRYPOINT \["/usr/local/bin/infemeral-worker"\]' Dockerfile && ok "ENTRYPOINT is the worker" \
   || bad "ENTRYPOINT is not /usr/local/bin/infemeral-worker"
 grep -qE '^USER [^r0]' Dockerfile && ok "the image runs as a non-root user" || bad "no non-root USER"
