@@ -18,6 +18,7 @@ const char *inf_strstatus(inf_status st) {
     case INF_E_RANGE: return "out of range";
     case INF_E_AUTH: return "authentication failed";
     case INF_E_BUSY: return "busy";
+    case INF_E_DEVICE: return "device error";
     default: return "unknown error";
     }
 }

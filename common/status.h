@@ -22,6 +22,7 @@ typedef enum {
     INF_E_RANGE,       /* a value is out of its allowed range (sizes, ids) */
     INF_E_AUTH,        /* authentication failed: wrong key, tampered or replayed data */
     INF_E_BUSY,        /* temporarily unable (overloaded, locked); the caller may retry */
+    INF_E_DEVICE,      /* the GPU or its driver failed (a CUDA error): this worker should be replaced */
     INF_E__COUNT
 } inf_status;
 

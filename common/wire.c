@@ -254,7 +254,7 @@ static const struct {
     {INF_E_IO, "io"},           {INF_E_FORMAT, "format"},     {INF_E_UNSUPPORTED, "unsupported"},
     {INF_E_SHAPE, "shape"},     {INF_E_NOMEM, "nomem"},       {INF_E_ARG, "arg"},
     {INF_E_NOTFOUND, "notfound"}, {INF_E_RANGE, "range"},     {INF_E_AUTH, "auth"},
-    {INF_E_BUSY, "busy"},
+    {INF_E_BUSY, "busy"},       {INF_E_DEVICE, "device"}, /* runpod.c: "device" -> stopPod */
 };
 
 const char *wire_status_code(inf_status st) {

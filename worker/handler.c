@@ -35,6 +35,7 @@
 
 struct inf_handler {
     inf_model *model;
+    inf_backend *backend; /* CPU or CUDA (INFEMERAL_DEVICE), bound to model */
     keys_pair key;
     kvs_store *store;
     pthread_mutex_t locks[LOCK_STRIPES]; /* requests of one session run one at a time */
@@ -76,6 +77,8 @@ inf_status inf_handler_create(const char *bundle, inf_handler **out, inf_error *
     pthread_mutex_init(&h->gc_lock, NULL);
     inf_status st = keys_worker_from_env(&h->key, err);
     if (!st) st = inf_model_load_server_bundle(bundle, &h->model, err);
+    if (!st) st = inf_backend_open(h->model, NULL, &h->backend, err);
+    if (!st) fprintf(stderr, "infemeral-worker: backend %s\n", inf_backend_describe(h->backend));
     if (!st) {
         const char *dir = getenv("INFEMERAL_KV_DIR");
         if (!dir || !*dir) dir = "infemeral-kv";
@@ -97,6 +100,7 @@ inf_status inf_handler_create(const char *bundle, inf_handler **out, inf_error *
 void inf_handler_destroy(inf_handler *h) {
     if (!h) return;
     kvs_close(h->store);
+    inf_backend_close(h->backend);
     inf_model_free(h->model);
     keys_wipe(&h->key);
     for (int i = 0; i < LOCK_STRIPES; i++) pthread_mutex_destroy(&h->locks[i]);
@@ -110,6 +114,7 @@ static int http_for(inf_status st) {
     case INF_E_NOTFOUND: return 404;
     case INF_E_RANGE: return 413;
     case INF_E_NOMEM:
+    case INF_E_DEVICE:
     case INF_E_IO: return 500;
     case INF_E_BUSY: return 503;
     default: return 400;
@@ -191,7 +196,12 @@ char *inf_handle(inf_handler *h, const char *json, size_t len, int *http_status)
         goto done;
     }
     wire_states_to_f32(states, count, req.dtype, x);
-    if ((st = cpu_forward(h->model, &kv, x, req.n, (int)req.pos, &err)) ||
+    /* Identity of the state kv holds, for a backend's device copy (kv.h):
+     * the committed step it came from and the step it will be committed as. */
+    snprintf(kv.tag, sizeof kv.tag, "%s", req.session);
+    kv.version = last_step;
+    kv.next_version = req.step;
+    if ((st = inf_backend_forward(h->backend, &kv, x, req.n, (int)req.pos, &err)) ||
         (st = kvs_commit(h->store, req.session, kv_key, &kv, (int)req.pos, req.step, &err))) {
         out = fail_json(http_status, http_for(st), wire_status_code(st), err.msg);
         goto done;

@@ -6,9 +6,23 @@
  * model's whole context. Not thread-safe: one session, one caller.
  * Encryption at rest and windowing belong to the KV store (a later layer),
  * not here.
+ *
+ * Identity (for backends that keep a copy of the cache elsewhere, e.g. the
+ * CUDA backend's device mirrors, worker/cuda/kvmirror.h): `tag` names the
+ * session ("" = untagged) and `version` the state of rows [0, len) as the
+ * KV store last committed it (the handler puts the session id and the
+ * store's last committed step here after kvs_load). A backend may reuse its
+ * own copy of rows [0, pos) only when its copy carries the same tag AND the
+ * same version; after a successful forward its copy is labelled
+ * `next_version` (the step this request will be committed as). The host
+ * rows stay authoritative: a backend always writes the rows it computed
+ * back into k/v, so what the store persists never depends on a device.
+ * inf_kv_init clears all three (untagged: never reused).
  */
 #ifndef INF_KV_H
 #define INF_KV_H
+
+#include <stdint.h>
 
 #include "model.h"
 #include "status.h"
@@ -21,6 +35,9 @@ typedef struct {
     int len;      /* valid positions */
     float **k;    /* [n_layers] -> [capacity][kv_dim] */
     float **v;
+    char tag[40];          /* session id, "" = untagged (see above) */
+    uint64_t version;      /* the committed state rows [0, len) belong to */
+    uint64_t next_version; /* the label of the state after this forward */
 } inf_kv;
 
 inf_status inf_kv_init(inf_kv *kv, const inf_model_config *cfg, int max_len, inf_error *err);

@@ -151,8 +151,3 @@ done:
     free(kvt);
     return st;
 }
-
-const inf_backend *inf_backend_cpu(void) {
-    static const inf_backend cpu = {"cpu", cpu_forward};
-    return &cpu;
-}
