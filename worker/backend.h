@@ -57,6 +57,8 @@ typedef struct {
     size_t scratch_bytes;      /* device bytes of activations and workspaces */
     size_t mirror_bytes;       /* device bytes held by KV mirrors now */
     size_t mirror_budget;      /* the most device bytes KV mirrors may hold */
+    double last_compute_ms;    /* the last forward's layers on the device, by CUDA events
+                                  (without its KV upload/download and state copies) */
 } inf_backend_stats;
 
 /* Opens a backend for model m (see "Choosing a device" above). On failure

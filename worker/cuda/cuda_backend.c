@@ -106,6 +106,7 @@ struct cuda_backend {
     float *h_kv; /* [2L][DL_ROWS][kvd] */
     cudaGraphExec_t graph;
     bool have_graph;
+    cudaEvent_t ev[2]; /* around the layers of a forward: stats.last_compute_ms */
     kvm_cache *mirrors;
     pthread_mutex_t mu;
     bool broken;
@@ -492,6 +493,8 @@ void cuda_close(cuda_backend *b) {
     if (b->s) (void)cudaStreamSynchronize(b->s);
     kvm_destroy(b->mirrors);
     if (b->have_graph) (void)cudaGraphExecDestroy(b->graph);
+    for (int i = 0; i < 2; i++)
+        if (b->ev[i]) (void)cudaEventDestroy(b->ev[i]);
     if (b->blas) (void)cublasDestroy(b->blas);
     if (b->smem) (void)cudaFree(b->smem);
     if (b->wmem) (void)cudaFree(b->wmem);
@@ -536,7 +539,8 @@ inf_status cuda_open(const inf_model *m, cuda_backend **out, inf_error *err) {
     struct cudaDeviceProp prop;
     size_t free_b = 0, total_b = 0, free_after = 0;
     if ((st = CU(cudaSetDevice(0))) || (st = CU(cudaGetDeviceProperties(&prop, 0))) ||
-        (st = CU(cudaStreamCreateWithFlags(&b->s, cudaStreamNonBlocking))) || (st = CU(kl_init())) ||
+        (st = CU(cudaStreamCreateWithFlags(&b->s, cudaStreamNonBlocking))) || (st = CU(kl_init(b->hd))) ||
+        (st = CU(cudaEventCreate(&b->ev[0]))) || (st = CU(cudaEventCreate(&b->ev[1]))) ||
         (st = CB(cublasCreate(&b->blas))) || (st = CB(cublasSetStream(b->blas, b->s))) ||
         (st = CB(cublasSetMathMode(b->blas, CUBLAS_DEFAULT_MATH))) ||
         (st = CU(cudaMemGetInfo(&free_b, &total_b)))) {
@@ -702,11 +706,13 @@ static inf_status run(cuda_backend *b, inf_kv *kv, float *x, int n, int pos, inf
     if (n == 1) {
         if ((st = CU(cudaMemcpyAsync(b->xs, x, D * 4, cudaMemcpyHostToDevice, b->s)))) goto done;
         if (!b->have_graph && (st = capture(b, err))) goto done;
-        if ((st = CU(cudaGraphLaunch(b->graph, b->s))) ||
+        if ((st = CU(cudaEventRecord(b->ev[0], b->s))) || (st = CU(cudaGraphLaunch(b->graph, b->s))) ||
+            (st = CU(cudaEventRecord(b->ev[1], b->s))) ||
             (st = CU(cudaMemcpyAsync(x, b->xs, D * 4, cudaMemcpyDeviceToHost, b->s))))
             goto done;
         b->stats.graph_replays++;
     } else {
+        if ((st = CU(cudaEventRecord(b->ev[0], b->s)))) goto done;
         for (int c0 = 0; c0 < n && !st; c0 += CHUNK) {
             const int nc = n - c0 < CHUNK ? n - c0 : CHUNK;
             if ((st = CU(cudaMemcpyAsync(b->xs, x + (size_t)c0 * D, (size_t)nc * D * 4, cudaMemcpyHostToDevice, b->s))) ||
@@ -714,9 +720,13 @@ static inf_status run(cuda_backend *b, inf_kv *kv, float *x, int n, int pos, inf
                 (st = CU(cudaMemcpyAsync(x + (size_t)c0 * D, b->xs, (size_t)nc * D * 4, cudaMemcpyDeviceToHost, b->s))))
                 goto done;
         }
+        if ((st = CU(cudaEventRecord(b->ev[1], b->s)))) goto done; /* (includes the state copies of later chunks) */
     }
     if ((st = download_rows(b, mr, kv, pos, pos + n, err))) goto done;
-    st = CU(cudaStreamSynchronize(b->s));
+    if ((st = CU(cudaStreamSynchronize(b->s)))) goto done;
+    float ms = 0.f;
+    if ((st = CU(cudaEventElapsedTime(&ms, b->ev[0], b->ev[1])))) goto done;
+    b->stats.last_compute_ms = ms;
 done:
     kvm_release(b->mirrors, mr, st == INF_OK, kv->next_version, pos + n);
     if (!st && pos > 0) { /* at pos 0 there is nothing to reuse or upload */

@@ -652,13 +652,15 @@ template <int HD> static cudaError_t ap_attr_all(void) {
     return e;
 }
 
-extern "C" cudaError_t kl_init(void) {
-    cudaError_t e = ap_attr_all<16>();
-    if (e == cudaSuccess) e = ap_attr_all<32>();
-    if (e == cudaSuccess) e = ap_attr_all<64>();
-    if (e == cudaSuccess) e = ap_attr_all<128>();
-    if (e == cudaSuccess) e = ap_attr_all<256>();
-    return e;
+extern "C" cudaError_t kl_init(int hd) {
+    switch (hd) { /* only the model's head size: a GPU with less shared memory may still run it */
+    case 16: return ap_attr_all<16>();
+    case 32: return ap_attr_all<32>();
+    case 64: return ap_attr_all<64>();
+    case 128: return ap_attr_all<128>();
+    case 256: return ap_attr_all<256>();
+    default: return cudaErrorInvalidValue;
+    }
 }
 
 template <int HD>

@@ -43,9 +43,10 @@ enum { KE_STORE = 0, KE_ADD = 1, KE_SWIGLU = 2 };
 /* Most splits of the decode attention. */
 #define KL_MAX_SPLITS 64
 
-/* Once per process, before the first launch: raises the dynamic
- * shared-memory limit of the prefill attention kernels. */
-cudaError_t kl_init(void);
+/* Before the first launch for a model of head size hd: raises the dynamic
+ * shared-memory limit of its prefill attention kernels (74 KiB at hd 128,
+ * 148 KiB at 256). */
+cudaError_t kl_init(int hd);
 
 /* Decode matrix-vector product, one token: y (N) = W (N x K) . xin (K),
  * f32 activations and accumulation, 16-byte weight loads, INT4 dequantized
