@@ -57,6 +57,13 @@ inf_status inf_generate(const inf_gen *g, int *pos, const int32_t *prompt, int n
 inf_status inf_generate_profiled(const inf_gen *g, inf_profile *prof, int *pos, const int32_t *prompt,
                                  int n_prompt, int max_new, inf_sampler *s, inf_token_cb on_token,
                                  inf_stop_cb is_stop, void *user, inf_gen_stats *stats, inf_error *err) {
+    return inf_generate_device(g, NULL, prof, pos, prompt, n_prompt, max_new, s, on_token, is_stop, user, stats, err);
+}
+
+inf_status inf_generate_device(const inf_gen *g, const inf_gen_device *dev, inf_profile *prof, int *pos,
+                               const int32_t *prompt, int n_prompt, int max_new, inf_sampler *s,
+                               inf_token_cb on_token, inf_stop_cb is_stop, void *user, inf_gen_stats *stats,
+                               inf_error *err) {
     const inf_model *m = g->model;
     const int dim = m->cfg.dim, V = m->cfg.vocab_size;
     const int chunk = g->prefill_chunk > 0 ? g->prefill_chunk : 256;
@@ -65,6 +72,7 @@ inf_status inf_generate_profiled(const inf_gen *g, inf_profile *prof, int *pos, 
     if (max_new < 0) return inf_fail(err, INF_E_ARG, "generate: --max-tokens %d must be >= 0", max_new);
 
     inf_status st = INF_OK;
+    int32_t dev_id = -1; /* the device's pick for this step */
     int cn = n_prompt < chunk ? n_prompt : chunk;
     float *x = malloc(sizeof(float) * (size_t)cn * (size_t)dim);
     float *logits = malloc(sizeof(float) * (size_t)V);
@@ -81,13 +89,16 @@ inf_status inf_generate_profiled(const inf_gen *g, inf_profile *prof, int *pos, 
         int k = n_prompt - off < cn ? n_prompt - off : cn;
         if (prof) inf_profile_begin(prof, INF_STEP_PREFILL);
         tp = inf_prof_start(prof);
-        if ((st = inf_embed(m, prompt + off, k, x, err))) goto done;
+        st = dev ? dev->embed(dev->ctx, prompt + off, k, x, err) : inf_embed(m, prompt + off, k, x, err);
+        if (st) goto done;
         inf_prof_stop(prof, INF_PH_EMBED, tp);
         if ((st = g->layers(g->layers_ctx, x, k, *pos, err))) goto done;
         *pos += k;
         if (off + k == n_prompt) {
             tp = inf_prof_start(prof);
-            if ((st = inf_vocab_logits(m, s->subset, s, x + (size_t)(k - 1) * dim, logits, err))) goto done;
+            const float *xl = x + (size_t)(k - 1) * dim;
+            st = dev ? dev->next(dev->ctx, xl, s, &dev_id, err) : inf_vocab_logits(m, s->subset, s, xl, logits, err);
+            if (st) goto done;
             inf_prof_stop(prof, INF_PH_LM_HEAD, tp);
         } else if (prof) {
             inf_profile_end(prof);
@@ -100,17 +111,19 @@ inf_status inf_generate_profiled(const inf_gen *g, inf_profile *prof, int *pos, 
             int32_t last = stats->pending;
             if (prof) inf_profile_begin(prof, INF_STEP_DECODE);
             tp = inf_prof_start(prof);
-            if ((st = inf_embed(m, &last, 1, x, err))) goto done;
+            st = dev ? dev->embed(dev->ctx, &last, 1, x, err) : inf_embed(m, &last, 1, x, err);
+            if (st) goto done;
             inf_prof_stop(prof, INF_PH_EMBED, tp);
             if ((st = g->layers(g->layers_ctx, x, 1, *pos, err))) goto done;
             *pos += 1;
             stats->pending = -1;
             tp = inf_prof_start(prof);
-            if ((st = inf_vocab_logits(m, s->subset, s, x, logits, err))) goto done;
+            st = dev ? dev->next(dev->ctx, x, s, &dev_id, err) : inf_vocab_logits(m, s->subset, s, x, logits, err);
+            if (st) goto done;
             inf_prof_stop(prof, INF_PH_LM_HEAD, tp);
         }
         tp = inf_prof_start(prof);
-        int32_t id = inf_sample(s, logits);
+        int32_t id = dev ? dev_id : inf_sample(s, logits); /* the device sampled in its lm_head phase */
         inf_sampler_accept(s, id);
         inf_prof_stop(prof, INF_PH_SAMPLE, tp);
         if (prof) inf_profile_end(prof);

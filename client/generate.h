@@ -25,6 +25,17 @@ typedef bool (*inf_token_cb)(int32_t id, void *user);
 /* True when id ends generation (end of turn / end of text). */
 typedef bool (*inf_stop_cb)(int32_t id, void *user);
 
+/* A device that does the client's ends of each step in place of the CPU
+ * (client/cuda/client_cuda.h: cc_gen_embed, cc_gen_next): embed writes the
+ * rows the layers get (rotated, when the device holds the cloak's Q);
+ * next turns the layers' last row into the token, as inf_sample on
+ * inf_logits would (the loop still calls inf_sampler_accept). */
+typedef struct {
+    void *ctx;
+    inf_status (*embed)(void *ctx, const int32_t *ids, int n, float *x, inf_error *err);
+    inf_status (*next)(void *ctx, const float *x, inf_sampler *s, int32_t *id, inf_error *err);
+} inf_gen_device;
+
 typedef struct {
     const inf_model *model; /* embeddings, final norm, lm_head, config */
     inf_layers_fn layers;
@@ -57,6 +68,15 @@ inf_status inf_generate(const inf_gen *g, int *pos, const int32_t *prompt, int n
 inf_status inf_generate_profiled(const inf_gen *g, inf_profile *prof, int *pos, const int32_t *prompt,
                                  int n_prompt, int max_new, inf_sampler *s, inf_token_cb on_token,
                                  inf_stop_cb is_stop, void *user, inf_gen_stats *stats, inf_error *err);
+
+/* The same with the client's ends of each step on a device (dev NULL: the
+ * CPU, as inf_generate_profiled). With a device the "lm_head" phase holds
+ * the device's un-rotation, norm, lm_head and sampling, "sample" only the
+ * bookkeeping. */
+inf_status inf_generate_device(const inf_gen *g, const inf_gen_device *dev, inf_profile *prof, int *pos,
+                               const int32_t *prompt, int n_prompt, int max_new, inf_sampler *s,
+                               inf_token_cb on_token, inf_stop_cb is_stop, void *user, inf_gen_stats *stats,
+                               inf_error *err);
 
 /* Monotonic seconds. */
 double inf_now(void);
