@@ -19,6 +19,7 @@ const char *inf_strstatus(inf_status st) {
     case INF_E_AUTH: return "authentication failed";
     case INF_E_BUSY: return "busy";
     case INF_E_DEVICE: return "device error";
+    case INF_E_STALE: return "stale request";
     default: return "unknown error";
     }
 }

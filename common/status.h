@@ -23,6 +23,7 @@ typedef enum {
     INF_E_AUTH,        /* authentication failed: wrong key, tampered or replayed data */
     INF_E_BUSY,        /* temporarily unable (overloaded, locked); the caller may retry */
     INF_E_DEVICE,      /* the GPU or its driver failed (a CUDA error): this worker should be replaced */
+    INF_E_STALE,       /* a newer state was stored first (a replayed or late request); nothing written */
     INF_E__COUNT
 } inf_status;
 

@@ -255,6 +255,7 @@ static const struct {
     {INF_E_SHAPE, "shape"},     {INF_E_NOMEM, "nomem"},       {INF_E_ARG, "arg"},
     {INF_E_NOTFOUND, "notfound"}, {INF_E_RANGE, "range"},     {INF_E_AUTH, "auth"},
     {INF_E_BUSY, "busy"},       {INF_E_DEVICE, "device"}, /* runpod.c: "device" -> stopPod */
+    {INF_E_STALE, "replay"},
 };
 
 const char *wire_status_code(inf_status st) {

@@ -117,6 +117,7 @@ static int http_for(inf_status st) {
     case INF_E_DEVICE:
     case INF_E_IO: return 500;
     case INF_E_BUSY: return 503;
+    case INF_E_STALE: return 409;
     default: return 400;
     }
 }

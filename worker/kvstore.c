@@ -1235,6 +1235,14 @@ inf_status kvs_commit(kvs_store *s, const char *session_id, const uint8_t key[KV
     if (st == INF_OK) have_cur = 1;
     else if (st != INF_E_NOTFOUND) goto out; /* wrong key or altered: write nothing */
     st = INF_OK;
+    /* Steps only grow: a late job (RunPod redelivering one another worker
+     * already ran, a stale duplicate) must not roll the session back. Checked
+     * under the session's file lock, so it holds across workers too. */
+    if (have_cur && step <= cur.last_step) {
+        st = inf_fail(err, INF_E_STALE, "KV session %s: step %llu is not newer than the stored step %llu (a newer request committed first)",
+                      sid, (unsigned long long)step, (unsigned long long)cur.last_step);
+        goto out;
+    }
     if (have_cur && ((int)cur.n_layers != kv->n_layers || (int)cur.kv_dim != kv->kv_dim)) {
         st = inf_fail(err, INF_E_SHAPE, "KV session %s: %s/manifest stores %u layers x kv_dim %u, the commit has %d x %d",
                       sid, sdir, cur.n_layers, cur.kv_dim, kv->n_layers, kv->kv_dim);

@@ -162,7 +162,10 @@ inf_status kvs_checkout(kvs_store *s, const char *session_id, const uint8_t key[
 void kvs_release(kvs_store *s, const char *session_id, inf_kv *kv);
 
 /* Makes kv's state [0, kv->len) durable as the session's state, with
- * last_step = step. kv is what the caller loaded (or started empty),
+ * last_step = step. Steps only grow: when the stored step is already >= step
+ * (a late or replayed request, possibly on another worker) the commit is
+ * refused with INF_E_STALE and nothing is written, checked under the
+ * session's file lock. kv is what the caller loaded (or started empty),
  * truncated to `from` and extended: only [from, len) is new. Atomic with
  * respect to crashes and to other processes (see above). A wrong key for an
  * existing session: INF_E_AUTH and nothing is written. An INF_E_IO after the
