@@ -98,15 +98,18 @@ int main(int argc, char **argv) {
     char tmpl[] = "/tmp/inf-quality-XXXXXX";
     char *dir = mkdtemp(tmpl);
     static const char *wn[] = {"f32", "f16", "bf16", "int4"};
-    double agree[6], ppl[6];
+    double agree[8], ppl[8];
     rot_ctx keep_rot;
     bool have_rot = false;
-    for (int w = 0; w < 5; w++) { /* f32, f16, bf16, int4, then int4 without rotation */
+    /* f32, f16, bf16, int4, int4 without rotation, then the int8 lm_head
+     * (prep --lm-head int8) with f16 and with int4 layers */
+    for (int w = 0; w < 7; w++) {
         char out[256], cdir[300], sdir[300], key[400];
-        bool rotate = w < 4;
-        prep_weights wt = w < 4 ? (prep_weights)w : PREP_INT4;
-        snprintf(out, sizeof out, "%s/%s%s", dir, wn[wt], rotate ? "" : "-norot");
-        prep_opts o = {.model = model, .out = out, .weights = wt, .rotate = rotate, .progress = false};
+        bool rotate = w != 4;
+        prep_weights wt = w < 4 ? (prep_weights)w : w == 5 ? PREP_F16 : PREP_INT4;
+        snprintf(out, sizeof out, "%s/%s%s%s", dir, wn[wt], rotate ? "" : "-norot", w >= 5 ? "-lm8" : "");
+        prep_opts o = {.model = model, .out = out, .weights = wt, .rotate = rotate, .progress = false,
+                       .lm_head = w >= 5 ? PREP_LMH_INT8 : PREP_LMH_AUTO};
         if (prep_run(&o, &err)) die("prep", &err);
         snprintf(cdir, sizeof cdir, "%s/client", out);
         snprintf(sdir, sizeof sdir, "%s/server", out);
@@ -148,8 +151,8 @@ int main(int argc, char **argv) {
     mistake_ctx mc = {m, &mkv, &keep_rot};
     inf_gen mg = {m, mistake_fn, &mc, 256};
     if (inf_teacher_force(&mg, ids, n, top, lp, &err)) die("mistake", &err);
-    agree[5] = inf_agreement(top, ref, positions);
-    ppl[5] = inf_perplexity(lp, positions);
+    agree[7] = inf_agreement(top, ref, positions);
+    ppl[7] = inf_perplexity(lp, positions);
 
     const char *name = strrchr(model, '/') ? strrchr(model, '/') + 1 : model;
     printf("%s, %d teacher-forced positions of %s\n", name, positions, text);
@@ -157,13 +160,14 @@ int main(int argc, char **argv) {
     printf("| plain model | 100.0%% | %.3f |\n", ppl_ref);
     static const char *rows[] = {"prep --weights f32", "prep --weights f16", "prep --weights bf16",
                                  "prep --weights int4 (g=128/64)", "prep --weights int4 --no-rotate",
+                                 "prep --weights f16 --lm-head int8", "prep --weights int4 --lm-head int8",
                                  "original weights on rotated input"};
-    for (int r = 0; r < 6; r++) printf("| %s | %.1f%% | %.3f |\n", rows[r], 100 * agree[r], ppl[r]);
+    for (int r = 0; r < 8; r++) printf("| %s | %.1f%% | %.3f |\n", rows[r], 100 * agree[r], ppl[r]);
     if (json) {
         FILE *o = fopen(json, "w");
         if (!o) { fprintf(stderr, "quality: cannot write %s\n", json); return 1; }
         fprintf(o, "{\"model\": \"%s\", \"positions\": %d, \"plain_perplexity\": %.4f, \"rows\": [", name, positions, ppl_ref);
-        for (int r = 0; r < 6; r++)
+        for (int r = 0; r < 8; r++)
             fprintf(o, "%s{\"path\": \"%s\", \"top1_agreement\": %.4f, \"perplexity\": %.4f}", r ? ", " : "", rows[r],
                     agree[r], ppl[r]);
         fprintf(o, "]}\n");

@@ -243,6 +243,8 @@ static int parse_run(int argc, char **argv, run_opts *o, bool remote, bool chat,
             return -1;
         }
         o->remote = !o->client_only && (o->endpoint || o->runpod || o->worker_pub || o->wire_dtype);
+        if (!o->prompt) o->prompt = BENCH_PROMPT;
+        o->profile = true;
         if (o->client_only) {
             if (!o->client_bundle || o->model || o->endpoint || o->runpod || o->worker_pub) {
                 fprintf(stderr, "infemeral bench --client-only takes --client-bundle DIR (and optionally "
@@ -251,8 +253,6 @@ static int parse_run(int argc, char **argv, run_opts *o, bool remote, bool chat,
             }
             return 0;
         }
-        if (!o->prompt) o->prompt = BENCH_PROMPT;
-        o->profile = true;
     }
     if (o->remote) {
         if (!o->client_bundle || o->server_bundle || o->model) {

@@ -245,15 +245,20 @@ T_AVX512 static float dot_f32_avx512(const void *wv, const float *x, int64_t n) 
 
 T_AVX512 static float dot_f16_avx512(const void *wv, const float *x, int64_t n) {
     const uint16_t *w = wv;
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
     int64_t j = 0;
-    for (; j + 32 <= n; j += 32) {
-        a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + j))), _mm512_loadu_ps(x + j),
-                             a0);
+    for (; j + 64 <= n; j += 64) { /* four chains: enough FMAs in flight to keep up with memory */
+        a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + j))), _mm512_loadu_ps(x + j), a0);
         a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + j + 16))),
                              _mm512_loadu_ps(x + j + 16), a1);
+        a2 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + j + 32))),
+                             _mm512_loadu_ps(x + j + 32), a2);
+        a3 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + j + 48))),
+                             _mm512_loadu_ps(x + j + 48), a3);
     }
-    float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    for (; j + 16 <= n; j += 16)
+        a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + j))), _mm512_loadu_ps(x + j), a0);
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
     for (; j < n; j++) s += inf_f16_to_f32(ld_u16(w, j)) * x[j];
     return s;
 }
@@ -278,16 +283,22 @@ T_AVX512 static float dot_bf16_avx512(const void *wv, const float *x, int64_t n)
 
 T_AVX512 static int64_t dot_i8_avx512(const int8_t *q, const int16_t *xq, int64_t n) {
     int64_t s = 0, j = 0;
-    while (j + 64 <= n) {
+    while (j + 128 <= n) {
         int64_t end = j + I8_CHUNK < n ? j + I8_CHUNK : n;
         __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
-        for (; j + 64 <= end; j += 64) {
+        __m512i a2 = _mm512_setzero_si512(), a3 = _mm512_setzero_si512();
+        for (; j + 128 <= end; j += 128) {
             __m512i q0 = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(q + j)));
             __m512i q1 = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(q + j + 32)));
+            __m512i q2 = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(q + j + 64)));
+            __m512i q3 = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(q + j + 96)));
             a0 = _mm512_add_epi32(a0, _mm512_madd_epi16(q0, _mm512_loadu_si512((const void *)(xq + j))));
             a1 = _mm512_add_epi32(a1, _mm512_madd_epi16(q1, _mm512_loadu_si512((const void *)(xq + j + 32))));
+            a2 = _mm512_add_epi32(a2, _mm512_madd_epi16(q2, _mm512_loadu_si512((const void *)(xq + j + 64))));
+            a3 = _mm512_add_epi32(a3, _mm512_madd_epi16(q3, _mm512_loadu_si512((const void *)(xq + j + 96))));
         }
-        s += (int64_t)_mm512_reduce_add_epi32(a0) + (int64_t)_mm512_reduce_add_epi32(a1);
+        s += (int64_t)_mm512_reduce_add_epi32(a0) + (int64_t)_mm512_reduce_add_epi32(a1) +
+             (int64_t)_mm512_reduce_add_epi32(a2) + (int64_t)_mm512_reduce_add_epi32(a3);
     }
     for (; j < n; j++) s += (int32_t)q[j] * (int32_t)xq[j];
     return s;
