@@ -137,6 +137,62 @@ if [ "$MODE" = bench ] || [ "$MODE" = all ]; then
   fi
 fi
 
+# ---- the client step on the device (client/cuda/; issue 7 item 4) ----
+# tests/test_client_cuda: the CUDA client path against the CPU client path
+# (random f16/int8 bundles and SmolLM2 f16/int8: lookup + rotation, logits,
+# int8 bit-identical, 64 greedy steps of a split run). Then the client's time
+# per token, `infemeral bench --client-only` (an in-process echo worker behind
+# the real seal/open, so only the client's phases count) with --device cuda
+# and cpu, for SmolLM2-135M and Llama-3.1-8B shapes (bench/mkbundle's random
+# client weights; bench/client_int8 makes the int8 lm_head), f16 and int8
+# heads. Target: <= 1 ms/token at 8B on an H100. Results: $OUTDIR/client/
+# (out of the summary's glob), client/summary.txt.
+if [ -x "$P/bin/test_client_cuda" ] && [ "$MODE" != bench ]; then
+  echo "== test_client_cuda ($(elapsed) s)"
+  INF_SMOLLM2="$SMOL" INFEMERAL_BIN="$P/bin/infemeral" "$P/bin/test_client_cuda" --jobs 1 --verbose 2>&1 |
+    tee "$OUTDIR/test_client_cuda.log" | grep -E "PASS|FAIL|SKIP|Synthesis|Assertion|error"
+fi
+C=$OUTDIR/client
+client_bench() { # label client-dir device
+  "$P/bin/infemeral" bench --client-only --client-bundle "$2" --device "$3" --runs 3 --warmup 1 --max-tokens 64 \
+    --json "$C/$1-$3.json" > "$C/$1-$3.txt" 2>&1 || { echo "gpu.sh: client bench $1 $3 failed:" >&2; tail -3 "$C/$1-$3.txt" >&2; }
+}
+if [ "$MODE" != test ]; then
+  mkdir -p "$C"
+  if [ -n "$SMOL" ]; then
+    for head in f16 int8; do
+      d=$W/client-smollm2-$head
+      [ -f "$d/client/secret.key" ] || "$P/bin/infemeral" prep --model "$SMOL" --out "$d" --weights f16 --lm-head $head --quiet >&2
+      echo "== client step smollm2 $head ($(elapsed) s)"
+      for dev in cuda cpu; do client_bench "smollm2-$head" "$d/client" $dev; done
+    done
+  fi
+  if [ "$MODE" = bench ] || [ "$MODE" = all ]; then
+    d=$W/client-llama3-8b
+    [ -f "$d/client/secret.key" ] || "$P/bin/mkbundle" --preset llama3-8b --weights f16 --client-only --out "$d" >&2
+    if [ -x "$P/bin/client_int8" ] && [ ! -d "$d-int8" ]; then "$P/bin/client_int8" --in "$d/client" --out "$d-int8" >&2; fi
+    echo "== client step llama3-8b ($(elapsed) s)"
+    for dev in cuda cpu; do client_bench llama3-8b-f16 "$d/client" $dev; done
+    if [ -d "$d-int8" ]; then for dev in cuda cpu; do client_bench llama3-8b-int8 "$d-int8" $dev; done; fi
+  fi
+  python3 - "$C" <<'PY' | tee "$C/summary.txt"
+import json, glob, os, sys
+c = sys.argv[1]
+CLIENT = ["embed", "cloak", "serialize", "seal", "open", "uncloak", "lm_head", "sample"]
+DEVICE = ["embed", "cloak", "uncloak", "lm_head", "sample"]  # what the device does (cloak/uncloak: 0 on cuda)
+print("client ms/token (mean over decode tokens); device part = embed+rotation, un-rotation, norm, lm_head, sampling")
+print("%-16s %-5s %12s %14s %12s" % ("bundle", "dev", "client ms", "device part ms", "lm_head p95"))
+for f in sorted(glob.glob(os.path.join(c, "*.json"))):
+    j = json.load(open(f)); ph = j["phases"]
+    label, dev = os.path.basename(f)[:-5].rsplit("-", 1)
+    tot = sum(ph[p]["mean_ms"] for p in CLIENT if p in ph)
+    part = sum(ph[p]["mean_ms"] for p in DEVICE if p in ph)
+    print("%-16s %-5s %12.3f %14.3f %12.3f" % (label, dev, tot, part, ph["lm_head"]["p95_ms"]))
+    if label.startswith("llama3-8b") and dev == "cuda":
+        print("%-16s target <= 1 ms/token on an H100: %s" % ("", "met" if tot <= 1.0 else "NOT met"))
+PY
+fi
+
 # ---- summary ----
 python3 - "$OUTDIR" <<'PY' | tee "$OUTDIR/summary.txt"
 import json, glob, os, sys

@@ -18,6 +18,7 @@
 
 #include "bundle.h"
 #include "chat.h"
+#include "client_cuda.h"
 #include "cloak.h"
 #include "gemv.h"
 #include "generate.h"
@@ -76,6 +77,10 @@ static void usage(FILE *f) {
             "                    bundle's frequency order) and fall back to the full\n"
             "                    lm_head unless a row-norm bound proves the winner: the\n"
             "                    output is identical; prints the hit rate (client bundles)\n"
+            "  --device D        cpu, cuda or auto (default): where the client's ends of a\n"
+            "                    step run (lookup, rotation, final norm, lm_head, greedy\n"
+            "                    sampling); auto = CUDA when built with it and a GPU is\n"
+            "                    present (also for generate, chat and bench)\n"
             "  --profile         after generating, a per-token table on stderr: p50/p95/p99\n"
             "                    and mean ms of each phase (embed, cloak, serialize, seal,\n"
             "                    network, open, uncloak, lm_head, sample; layers when they\n"
@@ -138,6 +143,7 @@ typedef struct {
     int max_tokens, ctx, threads;
     int sink_tokens; /* context window: tokens kept from the start when the window slides */
     int vocab_subset; /* --vocab-subset N (0: off) */
+    const char *device; /* --device cpu|cuda|auto (NULL: auto) */
     bool client_only; /* bench --client-only: an in-process worker instead of the network */
     inf_sampler_params sp;
 } run_opts;
@@ -208,6 +214,7 @@ static int parse_run(int argc, char **argv, run_opts *o, bool remote, bool chat,
         else if (o->bench && !strcmp(a, "--warmup")) { NEEDV if (parse_int(a, v, 0, 100000, &x)) return -1; o->warmup = (int)x; }
         else if (o->bench && !strcmp(a, "--json")) { NEEDV o->json = v; }
         else if (o->bench && !strcmp(a, "--client-only")) o->client_only = true;
+        else if (!strcmp(a, "--device")) { NEEDV o->device = v; }
         else if (!strcmp(a, "--vocab-subset")) { NEEDV if (parse_int(a, v, 1, INF_MAX_VOCAB, &x)) return -1; o->vocab_subset = (int)x; }
         else if (!strcmp(a, "--max-tokens")) { NEEDV if (parse_int(a, v, 0, INF_MAX_CTX, &x)) return -1; o->max_tokens = (int)x; }
         else if (!strcmp(a, "--ctx")) { NEEDV if (parse_int(a, v, 1, INF_MAX_CTX, &x)) return -1; o->ctx = (int)x; }
@@ -413,7 +420,7 @@ static int log_set(token_log *l, const int32_t *a, int na, const int32_t *b, int
 
 /* One generation over `ids` (the whole conversation so far): reuse the cached
  * prefix, prefill the rest, stream the reply. */
-static inf_status run_turn(const run_opts *o, const inf_gen *g, inf_profile *prof, inf_sampler *s,
+static inf_status run_turn(const run_opts *o, const inf_gen *g, const inf_gen_device *dev, inf_profile *prof, inf_sampler *s,
                            token_log *cached, const int32_t *ids, int n, out_ctx *out, inf_gen_stats *st,
                            inf_error *err) {
     /* Context window. When the conversation and the reply would not fit, keep
@@ -448,7 +455,7 @@ static inf_status run_turn(const run_opts *o, const inf_gen *g, inf_profile *pro
     tok_stream_after(&out->stream, ids[n - 1]); /* only a BOS before it strips a leading space */
     out->reply_len = 0;
     out->n_gen = 0;
-    inf_status rc = inf_generate_profiled(g, prof, &pos, ids + common, n - common, o->max_tokens, s, on_token,
+    inf_status rc = inf_generate_device(g, dev, prof, &pos, ids + common, n - common, o->max_tokens, s, on_token,
                                           is_stop, out, st, err);
     if (rc) {
         free(window);
@@ -608,7 +615,40 @@ typedef struct {
     bool have_loop;
     inf_vocab_subset subset;   /* --vocab-subset */
     bool have_subset;
+    inf_cc *cc;                /* --device cuda: the client's ends on the GPU */
+    cc_gen ccg;
+    inf_gen_device gdev;
+    const inf_gen_device *devp; /* &gdev on the GPU, else NULL */
 } session;
+
+/* --device: the CUDA client path when chosen (client/cuda/client_cuda.h).
+ * The device also applies the rotation when the cloak adds no noise (the
+ * noise stream is the host's); the layers then get its rows as they are. */
+static inf_status device_setup(const run_opts *o, session *S, inf_error *err) {
+    bool use = false;
+    inf_status st = cc_choose(o->device, "--device", &use, err);
+    if (st || !use) return st;
+    const bool rotate = S->have_cloak && S->cloak.sigma == 0.0 && S->cloaked.inner;
+    double t = inf_now();
+    st = cc_open_rot(S->m, rotate ? &S->rot : NULL, &S->cc, err);
+    if (st == INF_E_UNSUPPORTED && (!o->device || strcmp(o->device, "cuda"))) {
+        fprintf(stderr, "infemeral: the CUDA client path cannot run this model (%s); using the CPU\n", err->msg);
+        return INF_OK;
+    }
+    if (st) return st;
+    S->ccg = (cc_gen){S->cc, rotate};
+    S->gdev = (inf_gen_device){&S->ccg, cc_gen_embed, cc_gen_next};
+    S->devp = &S->gdev;
+    if (rotate) {
+        S->g.layers = S->cloaked.inner;
+        S->g.layers_ctx = S->cloaked.inner_ctx;
+    }
+    if (!o->quiet) {
+        fprintf(stderr, "client device: %s (set up in %.0f ms)\n", cc_describe(S->cc), 1e3 * (inf_now() - t));
+        if (S->have_subset) fprintf(stderr, "--vocab-subset is not used on the GPU: it computes the full lm_head\n");
+    }
+    return INF_OK;
+}
 
 static inf_status session_open(const run_opts *o, session *S, inf_error *err) {
     inf_status st;
@@ -696,7 +736,7 @@ static inf_status session_open(const run_opts *o, session *S, inf_error *err) {
         S->g.layers = inf_cloaked_layers_fn;
         S->g.layers_ctx = &S->cloaked;
     }
-    return INF_OK;
+    return device_setup(o, S, err);
 }
 
 /* A fresh session on the same weights (bench): an empty cache, a new
@@ -733,6 +773,7 @@ static void session_close(session *S) {
     inf_remote_close(S->remote);
     if (S->have_loop) inf_loopback_close(&S->loop);
     if (S->have_subset) inf_vocab_subset_free(&S->subset);
+    cc_close(S->cc);
     if (S->have_cloak) cloak_free(&S->cloak);
     if (S->have_rot) rot_ctx_free(&S->rot);
     inf_model_free(S->sm);
@@ -799,7 +840,7 @@ static int cmd_run(int argc, char **argv, bool remote, bool chat) {
             goto fail;
         }
         inf_gen_stats gs;
-        if ((st = run_turn(&o, &S.g, S.profp, &S.s, &cached, ids, (int)n_ids, &out, &gs, &err))) goto fail;
+        if ((st = run_turn(&o, &S.g, S.devp, S.profp, &S.s, &cached, ids, (int)n_ids, &out, &gs, &err))) goto fail;
         fputc('\n', stdout);
         fflush(stdout);
         report(&o, &gs);
@@ -846,7 +887,7 @@ static int cmd_run(int argc, char **argv, bool remote, bool chat) {
         ids = NULL;
         if ((st = tok_encode(S.tok, text, strlen(text), false, true, &ids, &n_ids, &err))) { free(line); goto fail; }
         inf_gen_stats gs;
-        if ((st = run_turn(&o, &S.g, S.profp, &S.s, &cached, ids, (int)n_ids, &out, &gs, &err))) { free(line); goto fail; }
+        if ((st = run_turn(&o, &S.g, S.devp, S.profp, &S.s, &cached, ids, (int)n_ids, &out, &gs, &err))) { free(line); goto fail; }
         fputc('\n', stdout);
         fflush(stdout);
         report(&o, &gs);
@@ -910,6 +951,7 @@ static cJSON *bench_json(const run_opts *o, const session *S, const inf_profile_
     cJSON_AddStringToObject(cfg, "lm_head", inf_dtype_name(S->m->lm_head.dtype));
     cJSON_AddBoolToObject(cfg, "tied_embeddings", S->m->lm_head.data == S->m->tok_embd.data);
     cJSON_AddNumberToObject(cfg, "vocab_subset", o->vocab_subset);
+    cJSON_AddStringToObject(cfg, "device", S->cc ? "cuda" : "cpu");
     if (S->have_subset) {
         cJSON *vs = cJSON_AddObjectToObject(root, "vocab_subset");
         if (vs) {
@@ -979,7 +1021,7 @@ static int cmd_bench(int argc, char **argv) {
         if (r == o.warmup) inf_profile_reset(&S.prof); /* the warm-up runs are not measured */
         int pos = 0;
         inf_gen_stats gs;
-        if ((st = inf_generate_profiled(&S.g, &S.prof, &pos, ids, (int)n_ids, o.max_tokens, &S.s, NULL, NULL, NULL,
+        if ((st = inf_generate_device(&S.g, S.devp, &S.prof, &pos, ids, (int)n_ids, o.max_tokens, &S.s, NULL, NULL, NULL,
                                         &gs, &err)))
             goto fail;
         if (r < o.warmup) continue;

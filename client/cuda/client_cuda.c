@@ -305,14 +305,20 @@ static inf_status logits_dev(inf_cc *c, const float *x, bool unrotate, inf_error
     return CU(ck_gemv(c->d_lm, c->lm_dt, c->d_xn, c->vocab, c->dim, c->d_logits, c->s));
 }
 
-inf_status cc_logits(inf_cc *c, const float *x, bool unrotate, float *logits, inf_error *err) {
+/* The logits into the pinned c->h_logits. */
+static inf_status logits_host(inf_cc *c, const float *x, bool unrotate, inf_error *err) {
     inf_status st;
-    const size_t bytes = sizeof(float) * (size_t)c->vocab;
     if ((st = logits_dev(c, x, unrotate, err))) return st;
-    if ((st = CU(cudaMemcpyAsync(c->h_logits, c->d_logits, bytes, cudaMemcpyDeviceToHost, c->s)))) return st;
-    if ((st = CU(cudaStreamSynchronize(c->s)))) return st;
-    memcpy(logits, c->h_logits, bytes);
-    return INF_OK;
+    if ((st = CU(cudaMemcpyAsync(c->h_logits, c->d_logits, sizeof(float) * (size_t)c->vocab, cudaMemcpyDeviceToHost,
+                                 c->s))))
+        return st;
+    return CU(cudaStreamSynchronize(c->s));
+}
+
+inf_status cc_logits(inf_cc *c, const float *x, bool unrotate, float *logits, inf_error *err) {
+    inf_status st = logits_host(c, x, unrotate, err);
+    if (!st) memcpy(logits, c->h_logits, sizeof(float) * (size_t)c->vocab);
+    return st;
 }
 
 inf_status cc_next(inf_cc *c, const float *x, bool unrotate, inf_sampler *s, int32_t *id, inf_error *err) {
@@ -322,7 +328,7 @@ inf_status cc_next(inf_cc *c, const float *x, bool unrotate, inf_sampler *s, int
     if (s->p.temperature > 0.0f) {
         /* temperature, top-k, top-p, the draw: the host sampler on the
          * device's logits (it applies the penalty itself) */
-        if ((st = cc_logits(c, x, unrotate, c->h_logits, err))) return st;
+        if ((st = logits_host(c, x, unrotate, err))) return st;
         *id = inf_sample(s, c->h_logits);
         return INF_OK;
     }
