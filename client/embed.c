@@ -46,7 +46,7 @@ void inf_lm_rows(const inf_model *m, const inf_lm_state *ls, const int32_t *rows
         gemv_rows(&m->lm_head, m->lm_head_scale, &ls->in, rows, n, logits);
         return;
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * m->cfg.dim >= INF_PAR_MIN_WORK)
     for (int64_t i = 0; i < n; i++) {
         int64_t r = rows ? rows[i] : i;
         logits[r] = inf_tensor_row_dot(&m->lm_head, r, ls->xn);

@@ -422,7 +422,7 @@ void gemv_rows(const inf_tensor *W, const float *scale, const gemv_input *in, co
         const dot_i8_fn dot = pick_dot_i8(isa);
         const int16_t *xq = in->xq;
         const double sx = in->sx;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * cols >= INF_PAR_MIN_WORK)
         for (int64_t i = 0; i < n; i++) {
             int64_t r = rows ? rows[i] : i;
             int64_t acc = dot((const int8_t *)(base + (size_t)r * (size_t)cols), xq, cols);
@@ -433,7 +433,7 @@ void gemv_rows(const inf_tensor *W, const float *scale, const gemv_input *in, co
     const dot_fn dot = pick_dot(W->dtype, isa);
     const size_t rb = (size_t)cols * (W->dtype == INF_DT_F32 ? 4 : 2);
     const float *x = in->x;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * cols >= INF_PAR_MIN_WORK)
     for (int64_t i = 0; i < n; i++) {
         int64_t r = rows ? rows[i] : i;
         y[r] = dot(base + (size_t)r * rb, x, cols);
@@ -477,7 +477,7 @@ void gemv_square(const void *A, inf_dtype dt, int d, const float *x, int transpo
     const char *a = A;
     if (!transpose) {
         const dot_fn dot = pick_dot(dt, isa);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((int64_t)d * d >= INF_PAR_MIN_WORK)
         for (int r = 0; r < d; r++) y[r] = dot(a + (size_t)r * (size_t)d * es, x, d);
         return;
     }
@@ -485,7 +485,7 @@ void gemv_square(const void *A, inf_dtype dt, int d, const float *x, int transpo
      * stay in L1) and stream their slice of every row. */
     const axpy_fn axpy = pick_axpy(dt, isa);
     const int B = 512;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((int64_t)d * d >= INF_PAR_MIN_WORK)
     for (int c0 = 0; c0 < d; c0 += B) {
         int w = c0 + B < d ? B : d - c0;
         memset(y + c0, 0, sizeof(float) * (size_t)w);

@@ -58,14 +58,15 @@ INF_CLONES static float dot1(const float *w, int64_t cols, const float *x) {
 
 void inf_matmul(const inf_tensor *W, const float *X, int64_t n, float *Y) {
     const int64_t rows = inf_tensor_rows(W), cols = inf_tensor_cols(W);
+    const int par = n * rows * cols >= INF_PAR_MIN_WORK;
     if (n <= 2) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (par)
         for (int64_t r = 0; r < rows; r++)
             for (int64_t i = 0; i < n; i++) Y[i * rows + r] = inf_tensor_row_dot(W, r, X + i * cols);
         return;
     }
     const int64_t ntiles = (rows + TILE_ROWS - 1) / TILE_ROWS;
-#pragma omp parallel
+#pragma omp parallel if (par)
     {
         float *buf = malloc(sizeof(float) * (size_t)(TILE_ROWS * cols));
 #pragma omp for schedule(static)

@@ -54,6 +54,12 @@
 
 #include "status.h"
 
+/* Below this many multiply-adds a loop runs on one thread: starting an
+ * OpenMP team and its barrier costs more than the work, and on a machine
+ * whose cores are busy with something else a team waits for descheduled
+ * threads (a tiny model went from ms to hundreds of ms per token that way). */
+#define INF_PAR_MIN_WORK ((int64_t)1 << 18)
+
 typedef enum {
     INF_DT_F32 = 0,
     INF_DT_F16,

@@ -89,7 +89,7 @@ inf_status cpu_forward(const inf_model *m, inf_kv *kv, float *x, int n, int pos,
 
         /* causal attention: token i (position pos+i) sees positions 0..pos+i */
         int oom = 0;
-#pragma omp parallel reduction(| : oom)
+#pragma omp parallel reduction(| : oom) if ((int64_t)n * nh * T * hd >= INF_PAR_MIN_WORK)
         {
         float *s = malloc(sizeof(float) * (size_t)T); /* this thread's scores [T] */
         if (!s) oom = 1;
