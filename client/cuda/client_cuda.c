@@ -121,7 +121,7 @@ inf_status cc_open(const inf_model *m, const float *q, inf_cc **out, inf_error *
     const int dim = m->cfg.dim, V = m->cfg.vocab_size;
     if (!m->tok_embd.data) return inf_fail(err, INF_E_ARG, "%s: this model has no embedding table", m->path);
     if (!m->lm_head.data) return inf_fail(err, INF_E_ARG, "%s: this model has no lm_head", m->path);
-    int embd_dt, lm_dt;
+    int embd_dt = 0, lm_dt = 0; /* set by ck_dtype on success */
     if ((st = ck_dtype(m->tok_embd.dtype, "embedding table", m, &embd_dt, err))) return st;
     if ((st = ck_dtype(m->lm_head.dtype, "lm_head", m, &lm_dt, err))) return st;
     if (embd_dt == CK_I8)
