@@ -126,12 +126,18 @@ if [ "$MODE" = bench ] || [ "$MODE" = all ]; then
     "$P/bin/bench_gpu" --server "$d/server" --label "$1-$2" --json "$OUTDIR/$1-$2.json" 2>&1 | tee "$OUTDIR/$1-$2.txt"
     rm -rf "$d/client" # the bench needs only the server bundle; keep the disk for the next one
   done
+  if [ -n "$LLAMA" ] && [ ! -x "$LLAMA/llama-bench" ] && [ -f "$LLAMA/llama-bench.xz" ]; then
+    xz -dc "$LLAMA/llama-bench.xz" > "$W/llama-bench" && chmod +x "$W/llama-bench" # carried compressed (91 MB)
+    LLB=$W/llama-bench
+  else
+    LLB=$LLAMA/llama-bench
+  fi
   if [ -n "$LLAMA" ]; then
     for q in q4_0 q4_k_m; do
       g=$W/llama-8b-$q.gguf
       echo "== llama.cpp $q ($(elapsed) s)"
       [ -f "$g" ] || python3 bench/gpu_llama_gguf.py --gguf-py "$LLAMA/gguf-py" --type $q --out "$g" || continue
-      "$LLAMA/llama-bench" -m "$g" -p 512 -n 128 -ngl 99 -o json > "$OUTDIR/llama-$q.json" 2> "$OUTDIR/llama-$q.log" ||
+      "$LLB" -m "$g" -p 512 -n 128 -ngl 99 -o json > "$OUTDIR/llama-$q.json" 2> "$OUTDIR/llama-$q.log" ||
         tail -5 "$OUTDIR/llama-$q.log"
     done
   fi

@@ -44,6 +44,17 @@ for b in "$S"/pack/bin/*; do ldd "$b"; done | awk '/=> \// {print $3}' | sort -u
 done
 tar -C "$S" -cf - pack | xz -T0 -6 > .gpu/pack.tar.xz
 echo "gpu_pack: .gpu/pack.tar.xz $(du -m .gpu/pack.tar.xz | cut -f1) MiB" >&2
+# llama.cpp's llama-bench, built here beforehand (steps at the top of bench/gpu.sh; LLAMA_SRC is
+# that source tree): stripped and xz'd (91 MB -> ~32 MB) with its gguf-py into .gpu-llama, carried
+# in a call of its own: run(command="bench/gpu.sh bench --llama .gpu-llama", carry=[".gpu", ".gpu-llama"])
+LLAMA_SRC=${LLAMA_SRC:-}
+if [ -n "$LLAMA_SRC" ] && [ -x "$LLAMA_SRC/build/bin/llama-bench" ] && [ -d "$LLAMA_SRC/gguf-py" ]; then
+  rm -rf .gpu-llama && mkdir -p .gpu-llama
+  strip -o .gpu-llama/llama-bench "$LLAMA_SRC/build/bin/llama-bench"
+  xz -T0 -9 .gpu-llama/llama-bench
+  cp -r "$LLAMA_SRC/gguf-py" .gpu-llama/
+  echo "gpu_pack: .gpu-llama $(du -sm .gpu-llama | cut -f1) MiB (llama-bench.xz + gguf-py)" >&2
+fi
 if [ -f "$SMOL" ]; then
   split -b "${PART_MIB}M" -a 1 "$SMOL" "$S/smollm2.gguf.part-"
   n=0
