@@ -19,6 +19,8 @@ ninja -C "$BUILD"
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+# Criterion prints a [SKIP] line (e.g. "skipped: no GPU") only when verbose; the closing count needs it.
+export CRITERION_VERBOSITY_LEVEL=1
 status=0
 meson test -C "$BUILD" --print-errorlogs --num-processes 1 "$@" || status=$?
 
