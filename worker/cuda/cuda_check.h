@@ -22,10 +22,16 @@ static inline inf_status cu_check(cudaError_t e, const char *call, inf_error *er
     return inf_fail(err, st, "cuda: %s failed: %s (%s)", call, cudaGetErrorString(e), cudaGetErrorName(e));
 }
 
+/* A file that loads cuBLAS with dlopen (client/cuda/client_cuda.c) names
+ * its own status-string function, so this header links no cuBLAS symbol. */
+#ifndef INF_CUBLAS_STATUS_STRING
+#define INF_CUBLAS_STATUS_STRING(e) cublasGetStatusString(e)
+#endif
+
 static inline inf_status cb_check(cublasStatus_t e, const char *call, inf_error *err) {
     if (e == CUBLAS_STATUS_SUCCESS) return INF_OK;
     inf_status st = e == CUBLAS_STATUS_ALLOC_FAILED ? INF_E_NOMEM : INF_E_DEVICE;
-    return inf_fail(err, st, "cublas: %s failed: %s (%d)", call, cublasGetStatusString(e), (int)e);
+    return inf_fail(err, st, "cublas: %s failed: %s (%d)", call, INF_CUBLAS_STATUS_STRING(e), (int)e);
 }
 
 #define CU(call) cu_check((call), #call, err)
