@@ -29,7 +29,8 @@ mkdir -p .gpu
 S=$(mktemp -d)
 trap 'rm -rf "$S"' EXIT
 mkdir -p "$S/pack/bin" "$S/pack/lib"
-cp "$BUILD/tests/test_cuda" "$BUILD/bench/bench_gpu" "$BUILD/bench/mkbundle" "$BUILD/client/infemeral" "$S/pack/bin/"
+cp "$BUILD/tests/test_cuda" "$BUILD/bench/bench_gpu" "$BUILD/bench/mkbundle" "$BUILD/client/infemeral" \
+  "$BUILD/worker/infemeral-worker" "$S/pack/bin/"
 # the CUDA client path's tests, and client_int8 (the 8B int8 client bundle) when this tree builds it
 ninja -C "$BUILD" -j"${JOBS:-2}" tests/test_client_cuda >/dev/null && cp "$BUILD/tests/test_client_cuda" "$S/pack/bin/"
 { ninja -C "$BUILD" -j"${JOBS:-2}" bench/client_int8 >/dev/null 2>&1 && cp "$BUILD/bench/client_int8" "$S/pack/bin/"; } || true
