@@ -20,6 +20,15 @@ struct inf_backend {
 #endif
 };
 
+void inf_backend_forget(inf_backend *b, const char *tag) {
+#ifdef INF_HAVE_CUDA
+    if (b->kind == BK_CUDA) cuda_forget(b->cuda, tag);
+#else
+    (void)b;
+    (void)tag;
+#endif
+}
+
 bool inf_backend_has_cuda(void) {
 #ifdef INF_HAVE_CUDA
     return true;

@@ -79,6 +79,13 @@ inf_status inf_backend_forward(inf_backend *b, inf_kv *kv, float *x, int n, int 
 
 void inf_backend_get_stats(const inf_backend *b, inf_backend_stats *out);
 
+/* Forgets any device-side copy of session `tag`'s KV (CPU: nothing to do;
+ * CUDA: drops its mirror, zeroed like an eviction). The handler calls it
+ * when the KV store's commit fails after a successful forward: the copy is
+ * then labelled with a step the store may hold with another worker's rows
+ * (a commit refused as stale, kvmirror.h), so it must not be reused. */
+void inf_backend_forget(inf_backend *b, const char *tag);
+
 /* Whether this build has the CUDA backend, and how many CUDA devices are
  * usable right now (0 with the reason in `why` when none). */
 bool inf_backend_has_cuda(void);

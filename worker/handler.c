@@ -202,8 +202,14 @@ char *inf_handle(inf_handler *h, const char *json, size_t len, int *http_status)
     snprintf(kv.tag, sizeof kv.tag, "%s", req.session);
     kv.version = last_step;
     kv.next_version = req.step;
-    if ((st = inf_backend_forward(h->backend, &kv, x, req.n, (int)req.pos, &err)) ||
-        (st = kvs_commit(h->store, req.session, kv_key, &kv, (int)req.pos, req.step, &err))) {
+    if ((st = inf_backend_forward(h->backend, &kv, x, req.n, (int)req.pos, &err))) {
+        out = fail_json(http_status, http_for(st), wire_status_code(st), err.msg);
+        goto done;
+    }
+    if ((st = kvs_commit(h->store, req.session, kv_key, &kv, (int)req.pos, req.step, &err))) {
+        /* the device copy is labelled req.step, which the store may now hold
+         * with another worker's rows (INF_E_STALE): drop it (kvmirror.h) */
+        inf_backend_forget(h->backend, kv.tag);
         out = fail_json(http_status, http_for(st), wire_status_code(st), err.msg);
         goto done;
     }

@@ -587,6 +587,12 @@ void cuda_get_stats(const cuda_backend *b, inf_backend_stats *out) {
     pthread_mutex_unlock((pthread_mutex_t *)&b->mu);
 }
 
+void cuda_forget(cuda_backend *b, const char *tag) {
+    pthread_mutex_lock(&b->mu); /* no forward in flight: the stream is idle (kvmirror.h) */
+    kvm_forget(b->mirrors, tag);
+    pthread_mutex_unlock(&b->mu);
+}
+
 /* ---- the layers ------------------------------------------------------------------- */
 
 static inf_status gemv(cuda_backend *b, const dmat *d, const float *x, const float *gain, int norm, float *y, int epi,

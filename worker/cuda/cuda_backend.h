@@ -36,5 +36,7 @@ void cuda_close(cuda_backend *b);
 const char *cuda_describe(const cuda_backend *b);
 inf_status cuda_forward(cuda_backend *b, inf_kv *kv, float *x, int n, int pos, inf_error *err);
 void cuda_get_stats(const cuda_backend *b, inf_backend_stats *out);
+/* Drops session `tag`'s device KV mirror (zeroed), see inf_backend_forget. */
+void cuda_forget(cuda_backend *b, const char *tag);
 
 #endif

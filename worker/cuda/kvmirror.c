@@ -175,6 +175,14 @@ void kvm_release(kvm_cache *c, kvm_mirror *m, bool ok, uint64_t version, int len
     m->len = ok ? len : 0;
 }
 
+void kvm_forget(kvm_cache *c, const char *tag) {
+    if (!c || !tag || !tag[0]) return;
+    for (int i = 0; i < c->max; i++) {
+        kvm_mirror *m = &c->m[i];
+        if (m->base && !m->busy && !strncmp(m->tag, tag, sizeof m->tag)) drop(c, m);
+    }
+}
+
 float *kvm_rows(const kvm_mirror *m, int layer, int is_v) {
     return m->base + (size_t)(2 * layer + (is_v ? 1 : 0)) * (size_t)m->cap * (size_t)m->kvd;
 }

@@ -20,7 +20,12 @@
  *    the mirror says next_version: the next request (version) misses and
  *    re-uploads. A step identifies one state: the handler refuses a step
  *    that is not newer than the committed one, so two different states
- *    never carry the same (session, step).
+ *    never carry the same (session, step). One exception: a commit refused
+ *    as stale (INF_E_STALE) because ANOTHER worker committed exactly
+ *    next_version leaves the store at next_version with that worker's rows
+ *    while our mirror carries the same label with ours. So the handler
+ *    calls inf_backend_forget (kvm_forget) after any failed commit, which
+ *    drops the session's mirrors (zeroed, as on eviction).
  * Untagged kvs (tag "") use an anonymous mirror that is always rebuilt.
  *
  * Memory: one device allocation per mirror, [n_layers][2 (K, V)][capacity]
@@ -60,6 +65,10 @@ inf_status kvm_acquire(kvm_cache *c, const inf_kv *kv, int pos, int need, cudaSt
 /* ok: label the mirror (kv->tag, version) with `len` valid rows; !ok: drop
  * its label (its contents are unknown). */
 void kvm_release(kvm_cache *c, kvm_mirror *m, bool ok, uint64_t version, int len);
+/* Drops (zeroes and frees) every idle mirror labelled or tagged `tag`
+ * (NULL or "": nothing): after a failed commit its label may name a state
+ * the store holds with other rows (see THE INVARIANT). */
+void kvm_forget(kvm_cache *c, const char *tag);
 
 /* Device address of layer l's K (or V) rows [capacity][kv_dim]. */
 float *kvm_rows(const kvm_mirror *m, int layer, int is_v);
