@@ -105,8 +105,9 @@ inf_status kvm_acquire(kvm_cache *c, const inf_kv *kv, int pos, int need, cudaSt
             if (!c->m[i].base) m = &c->m[i];
         for (int i = 0; i < c->max && !m; i++)
             if (!c->m[i].busy && !c->m[i].labelled) m = &c->m[i];
-        for (int i = 0; i < c->max; i++)
-            if (!c->m[i].busy && (!m || c->m[i].used < m->used)) m = &c->m[i];
+        if (!m)
+            for (int i = 0; i < c->max; i++)
+                if (!c->m[i].busy && (!m || c->m[i].used < m->used)) m = &c->m[i];
         if (!m) return inf_fail(err, INF_E_BUSY, "KV mirrors: all %d device mirrors are in use", c->max);
         if (m->base && m->labelled) drop(c, m); /* another session's state: evict (zeroed) */
     }
