@@ -1028,6 +1028,17 @@ void kvs_get_stats(kvs_store *s, kvs_stats *out) {
     pthread_mutex_unlock(&s->mu);
 }
 
+/* sid's cache entry when it holds exactly the state manifest m names (and
+ * is not lent out), else NULL. Caller holds s->mu. */
+static cache_ent *cache_hit(kvs_store *s, const char *sid, const manifest *m, const uint8_t tag[32],
+                            const inf_model_config *cfg) {
+    cache_ent *e = cache_find(s, sid);
+    if (e && !e->lent && !memcmp(e->mid, m->mid, 16) && !CRYPTO_memcmp(e->tag, tag, 32) && e->len == (int)m->len &&
+        e->n_layers == cfg->n_layers && e->kv_dim == cfg->n_kv_heads * cfg->head_dim)
+        return e;
+    return NULL;
+}
+
 static inf_status load_once(kvs_store *s, const char *sid, const char *sdir, const uint8_t key[KVS_KEY_LEN],
                             const uint8_t tag[32], const inf_model_config *cfg, int max_len, inf_kv *out,
                             uint64_t *last_step, int *missing, int lend, inf_error *err) {
@@ -1048,9 +1059,8 @@ static inf_status load_once(kvs_store *s, const char *sid, const char *sdir, con
     }
     if (lend) { /* hot path without a copy: lend the cached arrays */
         pthread_mutex_lock(&s->mu);
-        cache_ent *e = cache_find(s, sid);
-        if (e && !e->lent && !e->pins && !memcmp(e->mid, m.mid, 16) && !CRYPTO_memcmp(e->tag, tag, 32) &&
-            e->len == (int)m.len && e->n_layers == cfg->n_layers && e->kv_dim == kv_dim) {
+        cache_ent *e = cache_hit(s, sid, &m, tag, cfg);
+        if (e && !e->pins) {
             e->lent = 1;
             e->p_set = 0;
             e->pins++;
@@ -1082,9 +1092,8 @@ static inf_status load_once(kvs_store *s, const char *sid, const char *sdir, con
 
     /* Hot path: the cached state is the one this manifest names. */
     pthread_mutex_lock(&s->mu);
-    cache_ent *e = cache_find(s, sid);
-    if (e && !e->lent && !memcmp(e->mid, m.mid, 16) && !CRYPTO_memcmp(e->tag, tag, 32) && e->len == (int)m.len &&
-        e->n_layers == cfg->n_layers && e->kv_dim == kv_dim) {
+    cache_ent *e = cache_hit(s, sid, &m, tag, cfg);
+    if (e) {
         e->pins++;
         e->lru = ++s->tick;
         s->st.cache_hits++;
