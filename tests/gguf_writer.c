@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "tensor.h"
+#include "testutil.h"
 
 #define GW_ALIGN 32
 
@@ -547,6 +548,17 @@ int gw_add_tiny_llama(gw *w, const gw_tiny_opts *o) {
 #undef R
     }
     return rc ? -1 : 0;
+}
+
+int gw_write_tiny_llama_tmp(char *dir, size_t dcap, char *path, size_t pcap, const gw_tiny_opts *o) {
+    char own[512];
+    if (!dir) {
+        dir = own;
+        dcap = sizeof own;
+    }
+    if (!tu_tmpdir(dir, dcap)) return -1;
+    if ((size_t)snprintf(path, pcap, "%s/tiny.gguf", dir) >= pcap) return -1;
+    return gw_write_tiny_llama(path, o);
 }
 
 int gw_write_tiny_llama(const char *path, const gw_tiny_opts *o) {

@@ -96,5 +96,9 @@ void gw_tiny_defaults(gw_tiny_opts *o);
 int gw_add_tiny_llama(gw *w, const gw_tiny_opts *o);
 /* Convenience: a fresh writer with the tiny model, written to path. */
 int gw_write_tiny_llama(const char *path, const gw_tiny_opts *o);
+/* The same as DIR/tiny.gguf in a fresh temporary directory (tu_tmpdir,
+ * removed when the test exits); dir and path receive the names (dir may be
+ * NULL). o NULL: the defaults. */
+int gw_write_tiny_llama_tmp(char *dir, size_t dcap, char *path, size_t pcap, const gw_tiny_opts *o);
 
 #endif

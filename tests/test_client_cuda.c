@@ -89,10 +89,8 @@ Test(client_cuda, cpu_is_always_the_cpu_and_a_bad_value_is_named) {
 
 Test(client_cuda, open_without_gpu_fails_naming_why) {
     if (have_gpu()) cr_skip_test("a GPU is present");
-    char dir[512], path[700];
-    cr_assert_not_null(tu_tmpdir(dir, sizeof dir));
-    snprintf(path, sizeof path, "%s/tiny.gguf", dir);
-    cr_assert_eq(gw_write_tiny_llama(path, NULL), 0);
+    char path[700];
+    cr_assert_eq(gw_write_tiny_llama_tmp(NULL, 0, path, sizeof path, NULL), 0);
     inf_model *m = NULL;
     inf_error err = {{0}};
     cr_assert_eq(inf_model_load(path, &m, &err), INF_OK, "%s", err.msg);
@@ -120,9 +118,7 @@ static int run_cli(const char *args, char *out, size_t cap) {
 
 static const char *tiny_gguf(char *dir, size_t cap) {
     static char path[1100];
-    cr_assert_not_null(tu_tmpdir(dir, cap));
-    snprintf(path, sizeof path, "%s/tiny.gguf", dir);
-    cr_assert_eq(gw_write_tiny_llama(path, NULL), 0);
+    cr_assert_eq(gw_write_tiny_llama_tmp(dir, cap, path, sizeof path, NULL), 0);
     return path;
 }
 
@@ -216,13 +212,10 @@ static void pair_free(pair *p) {
 
 static const char *tiny_untied(void) {
     static char path[1100];
-    char dir[512];
-    cr_assert_not_null(tu_tmpdir(dir, sizeof dir));
-    snprintf(path, sizeof path, "%s/tiny.gguf", dir);
     gw_tiny_opts o;
     gw_tiny_defaults(&o);
     o.tied = false;
-    cr_assert_eq(gw_write_tiny_llama(path, &o), 0);
+    cr_assert_eq(gw_write_tiny_llama_tmp(NULL, 0, path, sizeof path, &o), 0);
     return path;
 }
 

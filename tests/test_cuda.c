@@ -46,10 +46,8 @@ static bool have_gpu(void) {
 /* ---- the choice of backend (runs everywhere) ------------------------------------ */
 
 static inf_model *tiny_model(void) {
-    char dir[512], path[700];
-    cr_assert_not_null(tu_tmpdir(dir, sizeof dir));
-    snprintf(path, sizeof path, "%s/tiny.gguf", dir);
-    cr_assert_eq(gw_write_tiny_llama(path, NULL), 0);
+    char path[700];
+    cr_assert_eq(gw_write_tiny_llama_tmp(NULL, 0, path, sizeof path, NULL), 0);
     inf_model *m = NULL;
     inf_error err = {{0}};
     cr_assert_eq(inf_model_load(path, &m, &err), INF_OK, "%s", err.msg);

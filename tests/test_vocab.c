@@ -314,13 +314,11 @@ Test(vocab, bad_subset_sizes_and_missing_table) {
 /* ---- prep --lm-head int8 and the frequency table, through real bundles ------------------- */
 
 static const char *tiny(char *dir, size_t cap) {
-    cr_assert_not_null(tu_tmpdir(dir, cap));
     static char path[1100];
-    snprintf(path, sizeof path, "%s/tiny.gguf", dir);
     gw_tiny_opts o;
     gw_tiny_defaults(&o);
     o.tied = false;
-    cr_assert_eq(gw_write_tiny_llama(path, &o), 0);
+    cr_assert_eq(gw_write_tiny_llama_tmp(dir, cap, path, sizeof path, &o), 0);
     return path;
 }
 
