@@ -31,6 +31,7 @@
 #include "profile.h"
 #include "rotation.h"
 #include "sample.h"
+#include "threads.h"
 #include "tokenizer.h"
 #include "transport.h"
 #include "vocab.h"
@@ -1077,6 +1078,7 @@ done:
 }
 
 int main(int argc, char **argv) {
+    inf_threads_init(argv);
     if (argc < 2) {
         usage(stderr);
         return 2;

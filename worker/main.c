@@ -33,6 +33,7 @@
 #include "http.h"
 #include "jobs.h"
 #include "runpod.h"
+#include "threads.h"
 
 static void usage(FILE *f)
 {
@@ -332,6 +333,7 @@ static int default_mode(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    inf_threads_init(argv);
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         usage(stdout);
         return 0;
