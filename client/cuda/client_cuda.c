@@ -9,24 +9,21 @@
  * so Q x is an op=T product and Q^T x op=N), in its default math mode: f32
  * throughout, no TF32.
  *
- * cuBLAS is loaded with dlopen when a device context opens, not linked:
- * merely mapping libcublas costs every process ~210 MiB of resident memory
- * at start (measured: an empty program linked to it), which a client on the
- * CPU path should not pay.
+ * cuBLAS is loaded with dlopen when a device context opens, not linked
+ * (common/cublas_dl.h): merely mapping libcublas costs every process
+ * ~210 MiB of resident memory at start, which a client on the CPU path
+ * should not pay.
  */
 #include "client_cuda.h"
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
-#include <dlfcn.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "client_kernels.h"
-static const char *blas_status_name(cublasStatus_t e);
-#define INF_CUBLAS_STATUS_STRING(e) blas_status_name(e)
+#include "cublas_dl.h"
 #include "cuda_check.h"
 #include "gemv.h"
 
@@ -34,6 +31,7 @@ struct inf_cc {
     const inf_model *m;
     int dim, vocab;
     cudaStream_t s;
+    const cublas_dl_api *cb; /* process-wide, from cublas_dl_load */
     cublasHandle_t blas;
     /* weights (uploaded once) */
     void *d_embd;     /* [V, dim] embd_dt */
@@ -63,48 +61,6 @@ struct inf_cc {
     uint32_t *h_id;   /* the low word of d_key */
     char desc[256];
 };
-
-/* The cuBLAS entry points this file uses, from dlopen (the _v2 symbols the
- * cublas_v2.h macros name). */
-static struct {
-    void *lib;
-    cublasStatus_t (*create)(cublasHandle_t *);
-    cublasStatus_t (*destroy)(cublasHandle_t);
-    cublasStatus_t (*set_stream)(cublasHandle_t, cudaStream_t);
-    cublasStatus_t (*set_math)(cublasHandle_t, cublasMath_t);
-    cublasStatus_t (*sgemv)(cublasHandle_t, cublasOperation_t, int, int, const float *, const float *, int,
-                            const float *, int, const float *, float *, int);
-    const char *(*status_string)(cublasStatus_t);
-    cublasStatus_t (*sgemm)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const float *,
-                            const float *, int, const float *, int, const float *, float *, int);
-    char why[200];
-} blas;
-static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
-
-static void blas_load(void) {
-    static const char *names[] = {"libcublas.so.13", "libcublas.so"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0] && !blas.lib; i++)
-        blas.lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
-    if (!blas.lib) {
-        snprintf(blas.why, sizeof blas.why, "cannot load cuBLAS (libcublas.so.13): %s", dlerror());
-        return;
-    }
-    *(void **)&blas.create = dlsym(blas.lib, "cublasCreate_v2");
-    *(void **)&blas.destroy = dlsym(blas.lib, "cublasDestroy_v2");
-    *(void **)&blas.set_stream = dlsym(blas.lib, "cublasSetStream_v2");
-    *(void **)&blas.set_math = dlsym(blas.lib, "cublasSetMathMode");
-    *(void **)&blas.sgemv = dlsym(blas.lib, "cublasSgemv_v2");
-    *(void **)&blas.sgemm = dlsym(blas.lib, "cublasSgemm_v2");
-    *(void **)&blas.status_string = dlsym(blas.lib, "cublasGetStatusString"); /* optional */
-    if (!blas.create || !blas.destroy || !blas.set_stream || !blas.set_math || !blas.sgemv || !blas.sgemm) {
-        snprintf(blas.why, sizeof blas.why, "libcublas.so.13 lacks an expected symbol (cublasCreate_v2, ...)");
-        blas.create = NULL;
-    }
-}
-
-static const char *blas_status_name(cublasStatus_t e) {
-    return blas.status_string ? blas.status_string(e) : "cuBLAS error";
-}
 
 static inf_status ck_dtype(inf_dtype dt, const char *what, const inf_model *m, int *out, inf_error *err) {
     switch (dt) {
@@ -196,13 +152,12 @@ inf_status cc_open(const inf_model *m, const float *q, inf_cc **out, inf_error *
     c->lm_dt = lm_dt;
     c->tied = m->lm_head.data == m->tok_embd.data && lm_dt == embd_dt;
     if ((st = CU(cudaSetDevice(0))) || (st = CU(cudaStreamCreateWithFlags(&c->s, cudaStreamNonBlocking)))) goto fail;
-    pthread_once(&blas_once, blas_load);
-    if (!blas.create) {
-        st = inf_fail(err, INF_E_DEVICE, "CUDA client: %s", blas.why);
+    if ((st = cublas_dl_load(&c->cb, err))) {
+        inf_wrap(err, st, "CUDA client");
         goto fail;
     }
-    if ((st = CB(blas.create(&c->blas))) || (st = CB(blas.set_stream(c->blas, c->s))) ||
-        (st = CB(blas.set_math(c->blas, CUBLAS_DEFAULT_MATH))))
+    if ((st = CB(c->cb->create(&c->blas))) || (st = CB(c->cb->set_stream(c->blas, c->s))) ||
+        (st = CB(c->cb->set_math_mode(c->blas, CUBLAS_DEFAULT_MATH))))
         goto fail;
 
     /* weights: one copy of a tied table */
@@ -296,7 +251,7 @@ void cc_close(inf_cc *c) {
     cudaFreeHost(c->h_hist);
     cudaFreeHost(c->h_logits);
     cudaFreeHost(c->h_id);
-    if (c->blas) blas.destroy(c->blas);
+    if (c->blas) c->cb->destroy(c->blas);
     if (c->s) cudaStreamDestroy(c->s);
     free(c);
 }
@@ -311,8 +266,8 @@ static inf_status rotate_rows(inf_cc *c, const float *X, int n, int transpose, f
     const int d = c->dim;
     /* cuBLAS is column-major: the row-major Q is Qc = Q^T, X is Xc [d, n]. */
     cublasOperation_t op = transpose ? CUBLAS_OP_N : CUBLAS_OP_T;
-    if (n == 1) return CB(blas.sgemv(c->blas, op, d, d, &one, c->d_q, d, X, 1, &zero, Y, 1));
-    return CB(blas.sgemm(c->blas, op, CUBLAS_OP_N, d, n, d, &one, c->d_q, d, X, d, &zero, Y, d));
+    if (n == 1) return CB(c->cb->sgemv(c->blas, op, d, d, &one, c->d_q, d, X, 1, &zero, Y, 1));
+    return CB(c->cb->sgemm(c->blas, op, CUBLAS_OP_N, d, n, d, &one, c->d_q, d, X, d, &zero, Y, d));
 }
 
 inf_status cc_embed(inf_cc *c, const int32_t *ids, int n, bool rotate, float *x, inf_error *err) {

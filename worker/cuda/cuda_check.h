@@ -14,6 +14,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include "cublas_dl.h"
 #include "status.h"
 
 static inline inf_status cu_check(cudaError_t e, const char *call, inf_error *err) {
@@ -22,16 +23,13 @@ static inline inf_status cu_check(cudaError_t e, const char *call, inf_error *er
     return inf_fail(err, st, "cuda: %s failed: %s (%s)", call, cudaGetErrorString(e), cudaGetErrorName(e));
 }
 
-/* A file that loads cuBLAS with dlopen (client/cuda/client_cuda.c) names
- * its own status-string function, so this header links no cuBLAS symbol. */
-#ifndef INF_CUBLAS_STATUS_STRING
-#define INF_CUBLAS_STATUS_STRING(e) cublasGetStatusString(e)
-#endif
-
+/* cuBLAS is loaded with dlopen, never linked (common/cublas_dl.h): its
+ * status text comes through the loader, so this header links no cuBLAS
+ * symbol. */
 static inline inf_status cb_check(cublasStatus_t e, const char *call, inf_error *err) {
     if (e == CUBLAS_STATUS_SUCCESS) return INF_OK;
     inf_status st = e == CUBLAS_STATUS_ALLOC_FAILED ? INF_E_NOMEM : INF_E_DEVICE;
-    return inf_fail(err, st, "cublas: %s failed: %s (%d)", call, INF_CUBLAS_STATUS_STRING(e), (int)e);
+    return inf_fail(err, st, "cublas: %s failed: %s (%d)", call, cublas_dl_status_string(e), (int)e);
 }
 
 #define CU(call) cu_check((call), #call, err)
