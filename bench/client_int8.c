@@ -73,7 +73,10 @@ int main(int argc, char **argv) {
     int64_t es[2] = {V, d}, vs = V, ds = d;
     inf_status st = st_writer_new(&w, &err);
     if (!st) st = st_writer_add(w, "token_embd.weight", m->tok_embd.dtype, 2, es, m->tok_embd.data, m->tok_embd.nbytes, &err);
-    if (!st && m->cfg.tied_embeddings) {
+    int64_t gs[2] = {d, d};
+    if (!st && m->out_gain_rot) /* folded and tied: G as it is */
+        st = st_writer_add(w, "output_norm.rotated", INF_DT_F32, 2, gs, m->out_gain_rot, sizeof(float) * (size_t)(d * d), &err);
+    else if (!st && m->cfg.tied_embeddings) {
         float *g = malloc(sizeof(float) * (size_t)d);
         for (int64_t j = 0; j < d; j++) g[j] = m->out_norm ? m->out_norm[j] : 1.0f;
         st = st_writer_add(w, "output_norm.weight", INF_DT_F32, 1, &ds, g, sizeof(float) * (size_t)d, &err);
@@ -84,13 +87,14 @@ int main(int argc, char **argv) {
     if (!st && !keep)
         st = st_writer_add_lazy(w, "output.scale", INF_DT_F32, 1, &vs, sizeof(float) * (size_t)V, rows_i8, (void *)1, &err);
     if (!st) st = st_writer_add(w, "token_freq.order", INF_DT_I32, 1, &vs, ord, sizeof *ord * (size_t)V, &err);
-    snprintf(ver, sizeof ver, "%d", keep ? INF_BUNDLE_VERSION : INF_BUNDLE_CLIENT_VERSION);
+    snprintf(ver, sizeof ver, "%d", m->rot_folded ? 3 : keep ? INF_BUNDLE_VERSION : 2);
     if (!st) st = st_writer_meta(w, "format", INF_BUNDLE_CLIENT_FORMAT, &err);
     if (!st) st = st_writer_meta(w, "format_version", ver, &err);
     if (!st) st = st_writer_meta(w, "config", cfg, &err);
     if (!st) st = st_writer_meta(w, "rotation", m->rotation, &err);
     if (!st) st = st_writer_meta(w, "lm_head", keep ? (m->lm_head.dtype == INF_DT_F32 ? "f32" : "f16") : INF_BUNDLE_LM_HEAD_INT8, &err);
     if (!st) st = st_writer_meta(w, "token_freq", "token ids (client_int8)", &err);
+    if (!st) st = st_writer_meta(w, "rotation_folded", m->rot_folded ? "true" : "false", &err);
     snprintf(path, sizeof path, "%s/%s", out, INF_BUNDLE_CLIENT_FILE);
     if (!st) st = st_writer_write(w, path, &err);
     if (!st) {

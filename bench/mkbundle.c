@@ -10,6 +10,8 @@
  * of variance 1/in (so activations stay in a realistic range through the
  * layers) and a fresh rotation seed. There is nothing to rotate: random
  * weights are as "rotated" as any. The same --seed gives the same weights.
+ * The client bundle is marked folded (prep's default: rows already Q e_t;
+ * a tied one gets G = Q diag(1) Q^T = I) unless --no-fold.
  * No tokenizer is written; benchmarks feed token ids.
  *
  * Memory: one tensor at a time (the 8B lm_head, 1 GB in f16, is the
@@ -129,13 +131,13 @@ static int mkdir_ok(const char *p, mode_t mode) {
 
 static int usage(void) {
     fprintf(stderr, "usage: mkbundle --preset llama3-8b|smollm2-135m|tiny --weights f32|f16|bf16|int4 --out DIR\n"
-                    "                [--seed N] [--client-only | --server-only]\n");
+                    "                [--seed N] [--client-only | --server-only] [--no-fold]\n");
     return 2;
 }
 
-static inf_status meta(st_writer *w, const char *format, const char *cfg, const char *fp, inf_error *err) {
+static inf_status meta(st_writer *w, const char *format, int version, const char *cfg, const char *fp, inf_error *err) {
     char ver[16];
-    snprintf(ver, sizeof ver, "%d", INF_BUNDLE_VERSION);
+    snprintf(ver, sizeof ver, "%d", version);
     inf_status st = st_writer_meta(w, "format", format, err);
     if (!st) st = st_writer_meta(w, "format_version", ver, err);
     if (!st) st = st_writer_meta(w, "config", cfg, err);
@@ -146,7 +148,7 @@ static inf_status meta(st_writer *w, const char *format, const char *cfg, const 
 int main(int argc, char **argv) {
     const char *pname = NULL, *wname = "f16", *out = NULL;
     uint64_t seed = 1;
-    bool client = true, server = true;
+    bool client = true, server = true, fold = true;
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(argv[i], "--preset") && v) pname = argv[++i];
@@ -155,6 +157,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--seed") && v) seed = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--client-only")) server = false;
         else if (!strcmp(argv[i], "--server-only")) client = false;
+        else if (!strcmp(argv[i], "--no-fold")) fold = false;
         else return usage();
     }
     if (!pname || !out || (!client && !server)) return usage();
@@ -233,7 +236,7 @@ int main(int argc, char **argv) {
             inf_rope_inv_freq(c, NULL, inv);
             st = st_writer_add(w, "rope.inv_freq", INF_DT_F32, 1, &half, inv, sizeof(float) * (size_t)half, &err);
         }
-        if (!st) st = meta(w, INF_BUNDLE_SERVER_FORMAT, cfg, fp, &err);
+        if (!st) st = meta(w, INF_BUNDLE_SERVER_FORMAT, INF_BUNDLE_VERSION, cfg, fp, &err);
         if (!st) st = st_writer_meta(w, "weights", wnames[wt], &err);
         if (!st) st = st_writer_meta(w, "norms_folded", "true", &err);
         snprintf(path, sizeof path, "%s/%s", sdir, INF_BUNDLE_SERVER_FILE);
@@ -252,21 +255,31 @@ int main(int argc, char **argv) {
          * norm sees a realistic scale; the lm_head like any linear. */
         gens[ng] = (gen){seed, 1000001, c->vocab_size, c->dim, cdt, 0, 0, 1.7f};
         if (!st) st = st_writer_add_lazy(w, "token_embd.weight", cdt, 2, eshape, ebytes, produce, &gens[ng++], &err);
-        float *one = malloc(sizeof(float) * (size_t)c->dim);
+        float *one = malloc(sizeof(float) * (size_t)c->dim), *G = NULL;
         if (!st && !one) st = inf_fail(&err, INF_E_NOMEM, "out of memory");
         int64_t dshape = c->dim;
-        if (!st && c->tied_embeddings) {
+        if (!st && c->tied_embeddings && fold) {
+            int64_t gshape[2] = {c->dim, c->dim};
+            G = calloc((size_t)c->dim * c->dim, sizeof *G); /* borrowed by the writer until it writes */
+            if (!G) st = inf_fail(&err, INF_E_NOMEM, "out of memory");
+            for (int j = 0; !st && j < c->dim; j++) G[(size_t)j * c->dim + j] = 1.0f;
+            if (!st)
+                st = st_writer_add(w, "output_norm.rotated", INF_DT_F32, 2, gshape, G,
+                                   sizeof(float) * (size_t)c->dim * c->dim, &err);
+        } else if (!st && c->tied_embeddings) {
             for (int j = 0; j < c->dim; j++) one[j] = 1.0f;
             st = st_writer_add(w, "output_norm.weight", INF_DT_F32, 1, &dshape, one, sizeof(float) * (size_t)c->dim, &err);
         } else if (!st) {
             gens[ng] = (gen){seed, 1000002, c->vocab_size, c->dim, cdt, 0, 0, 0};
             st = st_writer_add_lazy(w, "output.weight", cdt, 2, eshape, ebytes, produce, &gens[ng++], &err);
         }
-        if (!st) st = meta(w, INF_BUNDLE_CLIENT_FORMAT, cfg, fp, &err);
+        if (!st) st = meta(w, INF_BUNDLE_CLIENT_FORMAT, fold ? 3 : INF_BUNDLE_VERSION, cfg, fp, &err);
+        if (!st) st = st_writer_meta(w, "rotation_folded", fold ? "true" : "false", &err);
         snprintf(path, sizeof path, "%s/%s", cdir, INF_BUNDLE_CLIENT_FILE);
         if (!st) st = st_writer_write(w, path, &err);
         st_writer_free(w);
         free(one);
+        free(G);
         snprintf(path, sizeof path, "%s/%s", cdir, INF_BUNDLE_SEED_FILE);
         if (!st) st = rot_seed_write(path, &rs, &err);
     }

@@ -350,13 +350,15 @@ static void unprepare(prepared *p) {
     if (system(cmd) != 0) fprintf(stderr, "privacy: could not remove %s\n", p->out);
 }
 
-/* X [P, d] <- Q (e_{ids} + noise) with the client's own cloak (seeded noise). */
+/* X [P, d] <- Q (e_{ids} + noise) with the client's own cloak (seeded noise); for a folded
+ * bundle Q e_{ids} + noise, which has the same law. */
 static void cloaked_inputs(const inf_model *client, rot_ctx *rot, const int32_t *ids, int P, double sigma,
                            uint64_t seed, float *X) {
     inf_error err = {{0}};
     cloak_ctx ck;
     if (inf_embed(client, ids, P, X, &err)) die("embed", &err);
     if (cloak_init_seeded(&ck, rot, sigma, seed, &err)) die("cloak", &err);
+    if (client->rot_folded) cloak_set_prerotated(&ck); /* the rows are Q e already */
     if (cloak_states(&ck, X, (size_t)P, client->cfg.dim, &err)) die("cloak", &err);
     cloak_free(&ck);
 }
@@ -490,6 +492,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "privacy: (a) sigma %.4g\n", sig[r]);
         cloak_ctx ck;
         if (cloak_init_seeded(&ck, &rot32, sig[r], 1000 + (uint64_t)r, &err)) die("cloak", &err);
+        if (b32.client->rot_folded) cloak_set_prerotated(&ck);
         inf_kv skv;
         if (inf_kv_init(&skv, &b32.server->cfg, n + 8, &err)) die("kv", &err);
         inf_split_layers sl = {b32.server, &skv, &ck};

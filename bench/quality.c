@@ -97,19 +97,35 @@ int main(int argc, char **argv) {
 
     char tmpl[] = "/tmp/inf-quality-XXXXXX";
     char *dir = mkdtemp(tmpl);
-    static const char *wn[] = {"f32", "f16", "bf16", "int4"};
-    double agree[8], ppl[8];
+    /* every path prep offers that changes numbers; the default (Q folded
+     * into the client bundle) first, then what --no-fold changes */
+    static const struct {
+        prep_weights w;
+        bool rotate, no_fold;
+        prep_lm_head lm;
+        const char *name;
+    } cfgs[] = {
+        {PREP_F32, true, false, PREP_LMH_AUTO, "prep --weights f32"},
+        {PREP_F16, true, false, PREP_LMH_AUTO, "prep --weights f16"},
+        {PREP_BF16, true, false, PREP_LMH_AUTO, "prep --weights bf16"},
+        {PREP_INT4, true, false, PREP_LMH_AUTO, "prep --weights int4 (g=128/64)"},
+        {PREP_INT4, false, false, PREP_LMH_AUTO, "prep --weights int4 --no-rotate"},
+        {PREP_F16, true, false, PREP_LMH_INT8, "prep --weights f16 --lm-head int8"},
+        {PREP_INT4, true, false, PREP_LMH_INT8, "prep --weights int4 --lm-head int8"},
+        {PREP_F32, true, true, PREP_LMH_AUTO, "prep --weights f32 --no-fold"},
+        {PREP_F16, true, true, PREP_LMH_AUTO, "prep --weights f16 --no-fold"},
+        {PREP_F16, true, true, PREP_LMH_INT8, "prep --weights f16 --lm-head int8 --no-fold"},
+    };
+    enum { NCFG = sizeof cfgs / sizeof cfgs[0] };
+    double agree[NCFG + 1], ppl[NCFG + 1];
     rot_ctx keep_rot;
     bool have_rot = false;
-    /* f32, f16, bf16, int4, int4 without rotation, then the int8 lm_head
-     * (prep --lm-head int8) with f16 and with int4 layers */
-    for (int w = 0; w < 7; w++) {
+    for (int w = 0; w < NCFG; w++) {
         char out[256], cdir[300], sdir[300], key[400];
-        bool rotate = w != 4;
-        prep_weights wt = w < 4 ? (prep_weights)w : w == 5 ? PREP_F16 : PREP_INT4;
-        snprintf(out, sizeof out, "%s/%s%s%s", dir, wn[wt], rotate ? "" : "-norot", w >= 5 ? "-lm8" : "");
-        prep_opts o = {.model = model, .out = out, .weights = wt, .rotate = rotate, .progress = false,
-                       .lm_head = w >= 5 ? PREP_LMH_INT8 : PREP_LMH_AUTO};
+        bool rotate = cfgs[w].rotate;
+        snprintf(out, sizeof out, "%s/%d", dir, w);
+        prep_opts o = {.model = model, .out = out, .weights = cfgs[w].w, .rotate = rotate, .progress = false,
+                       .lm_head = cfgs[w].lm, .no_fold = cfgs[w].no_fold};
         if (prep_run(&o, &err)) die("prep", &err);
         snprintf(cdir, sizeof cdir, "%s/client", out);
         snprintf(sdir, sizeof sdir, "%s/server", out);
@@ -123,6 +139,7 @@ int main(int argc, char **argv) {
         if (rotate && (rot_seed_read(key, &seed, &err) || rot_ctx_init(&rot, &seed, m->cfg.dim, false, &err) ||
                        cloak_init(&ck, &rot, 0.0, &err)))
             die("rotation", &err);
+        if (rotate && cm->rot_folded) cloak_set_prerotated(&ck);
         inf_kv skv;
         if (inf_kv_init(&skv, &sm->cfg, n + 8, &err)) die("kv", &err);
         inf_split_layers sl = {sm, &skv, rotate ? &ck : NULL};
@@ -151,25 +168,22 @@ int main(int argc, char **argv) {
     mistake_ctx mc = {m, &mkv, &keep_rot};
     inf_gen mg = {m, mistake_fn, &mc, 256};
     if (inf_teacher_force(&mg, ids, n, top, lp, &err)) die("mistake", &err);
-    agree[7] = inf_agreement(top, ref, positions);
-    ppl[7] = inf_perplexity(lp, positions);
+    agree[NCFG] = inf_agreement(top, ref, positions);
+    ppl[NCFG] = inf_perplexity(lp, positions);
 
     const char *name = strrchr(model, '/') ? strrchr(model, '/') + 1 : model;
     printf("%s, %d teacher-forced positions of %s\n", name, positions, text);
     printf("| path | top-1 agreement with the plain model | perplexity |\n|---|---|---|\n");
     printf("| plain model | 100.0%% | %.3f |\n", ppl_ref);
-    static const char *rows[] = {"prep --weights f32", "prep --weights f16", "prep --weights bf16",
-                                 "prep --weights int4 (g=128/64)", "prep --weights int4 --no-rotate",
-                                 "prep --weights f16 --lm-head int8", "prep --weights int4 --lm-head int8",
-                                 "original weights on rotated input"};
-    for (int r = 0; r < 8; r++) printf("| %s | %.1f%% | %.3f |\n", rows[r], 100 * agree[r], ppl[r]);
+    const char *mistake = "original weights on rotated input";
+    for (int r = 0; r <= NCFG; r++) printf("| %s | %.1f%% | %.3f |\n", r < NCFG ? cfgs[r].name : mistake, 100 * agree[r], ppl[r]);
     if (json) {
         FILE *o = fopen(json, "w");
         if (!o) { fprintf(stderr, "quality: cannot write %s\n", json); return 1; }
         fprintf(o, "{\"model\": \"%s\", \"positions\": %d, \"plain_perplexity\": %.4f, \"rows\": [", name, positions, ppl_ref);
-        for (int r = 0; r < 8; r++)
-            fprintf(o, "%s{\"path\": \"%s\", \"top1_agreement\": %.4f, \"perplexity\": %.4f}", r ? ", " : "", rows[r],
-                    agree[r], ppl[r]);
+        for (int r = 0; r <= NCFG; r++)
+            fprintf(o, "%s{\"path\": \"%s\", \"top1_agreement\": %.4f, \"perplexity\": %.4f}", r ? ", " : "",
+                    r < NCFG ? cfgs[r].name : mistake, agree[r], ppl[r]);
         fprintf(o, "]}\n");
         fclose(o);
     }

@@ -306,15 +306,17 @@ inf_status cloak_states(cloak_ctx *c, float *x, size_t n, int d, inf_error *err)
             if (k + 1 < count) x[k + 1] = (float)((double)x[k + 1] + c->sigma * z[1]);
         }
     }
-    return rotate_in_place(c, x, n, count, 0, err);
+    return c->prerotated ? INF_OK : rotate_in_place(c, x, n, count, 0, err);
 }
 
 inf_status uncloak_states(cloak_ctx *c, float *x, size_t n, int d, inf_error *err) {
     size_t count = 0;
     inf_status st = check_states(c, n, d, &count, err);
-    if (st || count == 0) return st;
+    if (st || count == 0 || c->prerotated) return st;
     return rotate_in_place(c, x, n, count, 1, err);
 }
+
+void cloak_set_prerotated(cloak_ctx *c) { c->prerotated = true; }
 
 void cloak_free(cloak_ctx *c) {
     if (!c) return;

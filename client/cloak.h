@@ -16,6 +16,7 @@
 #ifndef INF_CLOAK_H
 #define INF_CLOAK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -53,6 +54,7 @@ typedef struct {
     void *rng;          /* EVP_CIPHER_CTX: AES-256-CTR keystream for the noise */
     uint8_t buf[4096];  /* keystream not yet used */
     size_t buf_pos;     /* next unused byte of buf (sizeof buf = empty) */
+    bool prerotated;    /* cloak_set_prerotated was called */
 } cloak_ctx;
 
 /* Noise key from RAND_bytes (fresh per session). sigma >= 0 and finite;
@@ -69,6 +71,15 @@ inf_status cloak_init_seeded(cloak_ctx *c, rot_ctx *rot, double sigma, uint64_t 
 inf_status cloak_states(cloak_ctx *c, float *x, size_t n, int d, inf_error *err);
 /* In place: x <- Q^T x. */
 inf_status uncloak_states(cloak_ctx *c, float *x, size_t n, int d, inf_error *err);
+
+/* For a client bundle with the rotation folded in (m->rot_folded,
+ * common/bundle.h): its rows are already Q e_t and its lm_head reads the
+ * rotated state, so from now on cloak_states only adds the noise and
+ * uncloak_states leaves x as it is; Q is never built. The law of what is
+ * sent is unchanged: Q e + Q n and Q e + n have the same distribution for
+ * n ~ N(0, sigma^2 I) (Q is orthogonal), so the (epsilon, delta) bound holds
+ * as before. */
+void cloak_set_prerotated(cloak_ctx *c);
 
 /* Wipes the noise key and buffered keystream. Safe on a zeroed ctx. Does not
  * free the rot_ctx. */

@@ -3,6 +3,8 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include <cblas.h>
+
 #include "backend.h"
 
 inf_status inf_embed(const inf_model *m, const int32_t *ids, int n, float *out, inf_error *err) {
@@ -29,7 +31,20 @@ inf_status inf_lm_begin(const inf_model *m, const float *x, inf_lm_state *ls, in
         inf_lm_end(ls);
         return inf_fail(err, INF_E_NOMEM, "lm_head: out of memory");
     }
-    inf_rmsnorm(ls->xn, x, m->out_norm, dim, m->cfg.rms_eps);
+    if (m->out_gain_rot) {
+        /* folded and tied: the gain is the dense G (bundle.h); it is linear,
+         * so G (x / rms(x)) = (G x) / rms(x) */
+        float *gx = malloc(sizeof(float) * (size_t)dim);
+        if (!gx) {
+            inf_lm_end(ls);
+            return inf_fail(err, INF_E_NOMEM, "lm_head: out of memory");
+        }
+        inf_rmsnorm(gx, x, NULL, dim, m->cfg.rms_eps);
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, dim, dim, 1.0f, m->out_gain_rot, dim, gx, 1, 0.0f, ls->xn, 1);
+        free(gx);
+    } else {
+        inf_rmsnorm(ls->xn, x, m->out_norm, dim, m->cfg.rms_eps);
+    }
     gemv_input_make(&ls->in, m->lm_head.dtype, ls->xn, dim, ls->xq);
     if (m->lm_head.dtype == INF_DT_I8) {
         ls->norm = ls->in.xq_norm;

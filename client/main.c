@@ -97,9 +97,12 @@ static void usage(FILE *f) {
             "\n"
             "infemeral prep --model PATH --out DIR [--tokenizer PATH]\n"
             "               [--weights f32|f16|bf16|int4] [--no-rotate] [--quiet]\n"
-            "               [--lm-head f16|f32|int8] [--vocab-freq FILE]\n"
+            "               [--lm-head f16|f32|int8] [--vocab-freq FILE] [--no-fold]\n"
             "  --lm-head int8    the client's lm_head as int8 with a scale per row\n"
             "                    (half of f16; tied models keep the f16 lookup table)\n"
+            "  --no-fold         store the embeddings and lm_head unrotated (the\n"
+            "                    client then builds Q and rotates every token); by\n"
+            "                    default Q is folded into them at prep time\n"
             "  --vocab-freq FILE text whose token counts order the vocabulary for\n"
             "                    --vocab-subset (default: bench/text/english.txt)\n"
             "  writes DIR/client (embeddings, lm_head, tokenizer, secret.key) and\n"
@@ -506,6 +509,7 @@ static inf_status split_setup(const run_opts *o, const inf_model *cm, rot_ctx *r
     *have_rot = true;
     if ((st = cloak_init(cloak, rot, sigma, err))) return st;
     *have_cloak = true;
+    if (cm->rot_folded) cloak_set_prerotated(cloak); /* Q is then never built */
     return INF_OK;
 }
 
@@ -534,6 +538,7 @@ static int cmd_prep(int argc, char **argv) {
             }
         } else if (!strcmp(a, "--vocab-freq")) o.vocab_freq = argv[++i];
         else if (!strcmp(a, "--no-rotate")) o.rotate = false;
+        else if (!strcmp(a, "--no-fold")) o.no_fold = true;
         else if (!strcmp(a, "--quiet")) o.progress = false;
         else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
@@ -587,6 +592,12 @@ static void client_memory_log(const run_opts *o, const inf_model *m) {
             fprintf(stderr, "client: int8 lm_head, %.1f MiB with its row scales (f16: %.1f MiB, %.1f MiB saved)\n", head,
                     f16, f16 - head);
     }
+    if (m->rot_folded) {
+        double q = 4.0 * m->cfg.dim * (double)m->cfg.dim;
+        fprintf(stderr, "client: rotation folded into the bundle: %s %d x %d product per token instead of two, Q (%.1f MiB) "
+                        "never built\n",
+                m->out_gain_rot ? "one (the tied gain)" : "no", m->cfg.dim, m->cfg.dim, q * mib);
+    }
 }
 
 typedef enum { MODE_LOCAL, MODE_SPLIT, MODE_REMOTE, MODE_CLIENT_ONLY } run_mode;
@@ -629,7 +640,7 @@ static inf_status device_setup(const run_opts *o, session *S, inf_error *err) {
     bool use = false;
     inf_status st = cc_choose(o->device, "--device", &use, err);
     if (st || !use) return st;
-    const bool rotate = S->have_cloak && S->cloak.sigma == 0.0 && S->cloaked.inner;
+    const bool rotate = S->have_cloak && !S->cloak.prerotated && S->cloak.sigma == 0.0 && S->cloaked.inner;
     double t = inf_now();
     st = cc_open_rot(S->m, rotate ? &S->rot : NULL, &S->cc, err);
     if (st == INF_E_UNSUPPORTED && (!o->device || strcmp(o->device, "cuda"))) {

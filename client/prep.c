@@ -157,12 +157,21 @@ typedef struct {
     int parts_left; /* qweight, scales, zeros still to be written */
 } int4_cache;
 
+/* Both tensors of an int8 lm_head come from one quantization; the first of
+ * the two to be written makes both (the writer's order is its own). */
+typedef struct {
+    int8_t *q;
+    float *s;
+    int parts_left;
+} int8_cache;
+
 typedef struct {
     const prep_opts *o;
     inf_model *m;
     float *Q; /* d x d rotation, or NULL */
     int d;
     int4_cache *cache; /* [n_layers * 7] */
+    int8_cache head8;  /* the client's int8 lm_head */
     int done, total;   /* progress */
     const char *what;
 } prep_ctx;
@@ -298,32 +307,96 @@ typedef struct {
     const float *gain; /* fold this per-column gain in (lm_head) */
     inf_dtype dtype;   /* F32, F16; I8 = the int8 rows; I32 = the int8 rows' scales (F32 data) */
     const char *name;
+    bool rotate;       /* rows <- Q row (the folded client bundle) */
 } client_job;
+
+enum { CLIENT_BLOCK = 256 }; /* rows rotated per sgemm */
+
+/* Rows [r0, r0 + n) of the job's tensor as f32, gain folded in, and with
+ * J->rotate multiplied by Q (rows x Q^T); tmp: [n, cols] scratch. */
+static void client_rows(const client_job *J, int64_t r0, int64_t n, float *out, float *tmp) {
+    const int64_t cols = inf_tensor_cols(J->t);
+    float *dst = J->rotate ? tmp : out;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float *row = dst + i * cols;
+        inf_tensor_row_f32(J->t, r0 + i, row);
+        if (J->gain)
+            for (int64_t j = 0; j < cols; j++) row[j] *= J->gain[j];
+    }
+    if (J->rotate)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)cols, (int)cols, 1.0f, tmp, (int)cols,
+                    J->P->Q, (int)cols, 0.0f, out, (int)cols);
+}
 
 static inf_status produce_client(void *user, void *buf, size_t nbytes, inf_error *err) {
     client_job *J = user;
-    int64_t rows = inf_tensor_rows(J->t), cols = inf_tensor_cols(J->t);
-    float *row = malloc(sizeof(float) * (size_t)cols);
-    if (!row) return inf_fail(err, INF_E_NOMEM, "prep: out of memory");
-    int8_t *q = malloc((size_t)cols);
-    if (!q) {
-        free(row);
-        return inf_fail(err, INF_E_NOMEM, "prep: out of memory");
+    prep_ctx *P = J->P;
+    const int64_t rows = inf_tensor_rows(J->t), cols = inf_tensor_cols(J->t);
+    const bool int8 = J->dtype == INF_DT_I8 || J->dtype == INF_DT_I32;
+    int8_cache *C = &P->head8;
+    (void)nbytes;
+    if (int8 && C->q) goto copy; /* the other half made it */
+    float *blk = malloc(sizeof(float) * (size_t)(CLIENT_BLOCK * cols));
+    float *tmp = J->rotate ? malloc(sizeof(float) * (size_t)(CLIENT_BLOCK * cols)) : NULL;
+    if (int8) {
+        C->q = malloc((size_t)(rows * cols));
+        C->s = malloc(sizeof(float) * (size_t)rows);
     }
-    for (int64_t r = 0; r < rows; r++) {
-        inf_tensor_row_f32(J->t, r, row);
-        if (J->gain)
-            for (int64_t j = 0; j < cols; j++) row[j] *= J->gain[j];
-        if (J->dtype == INF_DT_F32) memcpy((float *)buf + r * cols, row, sizeof(float) * (size_t)cols);
-        else if (J->dtype == INF_DT_I8) (void)gemv_quantize_row_i8(row, cols, (int8_t *)buf + r * cols);
-        else if (J->dtype == INF_DT_I32) ((float *)buf)[r] = gemv_quantize_row_i8(row, cols, q);
-        else
-            for (int64_t j = 0; j < cols; j++) ((uint16_t *)buf)[r * cols + j] = inf_f32_to_f16(row[j]);
+    if (!blk || (J->rotate && !tmp) || (int8 && (!C->q || !C->s))) {
+        free(blk);
+        free(tmp);
+        return inf_fail(err, INF_E_NOMEM, "prep: out of memory writing '%s'", J->name);
     }
-    free(q);
-    free(row);
-    progress(J->P, J->name);
+    for (int64_t r0 = 0; r0 < rows; r0 += CLIENT_BLOCK) {
+        int64_t n = rows - r0 < CLIENT_BLOCK ? rows - r0 : CLIENT_BLOCK;
+        client_rows(J, r0, n, blk, tmp);
+        if (J->dtype == INF_DT_F32) {
+            memcpy((float *)buf + r0 * cols, blk, sizeof(float) * (size_t)(n * cols));
+        } else if (int8) {
+#pragma omp parallel for schedule(static)
+            for (int64_t i = 0; i < n; i++) C->s[r0 + i] = gemv_quantize_row_i8(blk + i * cols, cols, C->q + (r0 + i) * cols);
+        } else {
+            uint16_t *h = (uint16_t *)buf + r0 * cols;
+            for (int64_t k = 0; k < n * cols; k++) h[k] = inf_f32_to_f16(blk[k]);
+        }
+    }
+    free(blk);
+    free(tmp);
+    if (int8) C->parts_left = 2;
+copy:
+    if (int8) {
+        if (J->dtype == INF_DT_I8) memcpy(buf, C->q, (size_t)(rows * cols));
+        else memcpy(buf, C->s, sizeof(float) * (size_t)rows);
+        if (--C->parts_left == 0) {
+            free(C->q);
+            free(C->s);
+            C->q = NULL;
+            C->s = NULL;
+        }
+    }
+    progress(P, J->name);
     return INF_OK;
+}
+
+/* G = Q diag(g) Q^T (g NULL: all ones), [d, d] row-major, model-owned. */
+static float *gain_rotated(prep_ctx *P, const float *g) {
+    const int d = P->d;
+    float *a = malloc(sizeof(float) * (size_t)d * d), *G = inf_model_alloc(P->m, sizeof(float) * (size_t)d * d);
+    if (!a || !G) {
+        free(a);
+        return NULL;
+    }
+    for (int i = 0; i < d; i++)
+        for (int k = 0; k < d; k++) a[(size_t)i * d + k] = P->Q[(size_t)i * d + k] * (g ? g[k] : 1.0f);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d, d, d, 1.0f, a, d, P->Q, d, 0.0f, G, d);
+    free(a);
+    for (int i = 0; i < d; i++) /* exactly symmetric, as the math says */
+        for (int j = i + 1; j < d; j++) {
+            float v = 0.5f * (G[(size_t)i * d + j] + G[(size_t)j * d + i]);
+            G[(size_t)i * d + j] = G[(size_t)j * d + i] = v;
+        }
+    return G;
 }
 
 /* Tied when lm_head is the embedding table: the same view, or equal values. */
@@ -587,10 +660,16 @@ inf_status prep_run(const prep_opts *o, inf_error *err) {
     const bool int8 = o->lm_head == PREP_LMH_INT8;
     inf_dtype hdt = o->lm_head == PREP_LMH_F16 ? INF_DT_F16 : o->lm_head == PREP_LMH_F32 ? INF_DT_F32 : cdt;
     size_t hbytes = (size_t)(eshape[0] * eshape[1]) * (hdt == INF_DT_F32 ? 4 : 2);
-    cj[0] = (client_job){&P, &m->tok_embd, NULL, cdt, "token_embd.weight"};
+    const bool fold = P.Q && !o->no_fold;
+    cj[0] = (client_job){&P, &m->tok_embd, NULL, cdt, "token_embd.weight", fold};
     st = st_writer_add_lazy(cw, "token_embd.weight", cdt, 2, eshape, ebytes, produce_client, &cj[0], err);
     int64_t dshape = m->cfg.dim;
-    if (!st && m->cfg.tied_embeddings) {
+    if (!st && m->cfg.tied_embeddings && fold) {
+        int64_t gshape[2] = {m->cfg.dim, m->cfg.dim};
+        float *G = gain_rotated(&P, m->out_norm);
+        if (!G) st = inf_fail(err, INF_E_NOMEM, "prep: out of memory for 'output_norm.rotated'");
+        else st = st_writer_add(cw, "output_norm.rotated", INF_DT_F32, 2, gshape, G, sizeof(float) * (size_t)P.d * P.d, err);
+    } else if (!st && m->cfg.tied_embeddings) {
         if (m->out_norm)
             st = st_writer_add(cw, "output_norm.weight", INF_DT_F32, 1, &dshape, m->out_norm, sizeof(float) * (size_t)m->cfg.dim, err);
         else {
@@ -600,7 +679,7 @@ inf_status prep_run(const prep_opts *o, inf_error *err) {
             if (!st) st = st_writer_add(cw, "output_norm.weight", INF_DT_F32, 1, &dshape, one, sizeof(float) * (size_t)m->cfg.dim, err);
         }
     } else if (!st && !int8) {
-        cj[1] = (client_job){&P, &m->lm_head, m->out_norm, hdt, "output.weight"};
+        cj[1] = (client_job){&P, &m->lm_head, m->out_norm, hdt, "output.weight", fold};
         st = st_writer_add_lazy(cw, "output.weight", hdt, 2, eshape, hbytes, produce_client, &cj[1], err);
     }
     if (!st && int8) {
@@ -610,8 +689,8 @@ inf_status prep_run(const prep_opts *o, inf_error *err) {
         const inf_tensor *src = m->cfg.tied_embeddings ? &m->tok_embd : &m->lm_head;
         const float *gain = m->cfg.tied_embeddings ? NULL : m->out_norm;
         int64_t vshape = m->cfg.vocab_size;
-        cj[1] = (client_job){&P, src, gain, INF_DT_I8, "output.weight"};
-        cj[2] = (client_job){&P, src, gain, INF_DT_I32, "output.scale"};
+        cj[1] = (client_job){&P, src, gain, INF_DT_I8, "output.weight", fold};
+        cj[2] = (client_job){&P, src, gain, INF_DT_I32, "output.scale", fold};
         st = st_writer_add_lazy(cw, "output.weight", INF_DT_I8, 2, eshape, (size_t)(eshape[0] * eshape[1]), produce_client,
                                 &cj[1], err);
         if (!st)
@@ -620,13 +699,14 @@ inf_status prep_run(const prep_opts *o, inf_error *err) {
     }
     if (!st) st = token_freq(o, m, cw, &freq, freq_desc, sizeof freq_desc, err);
     char cver[16];
-    snprintf(cver, sizeof cver, "%d", int8 ? INF_BUNDLE_CLIENT_VERSION : INF_BUNDLE_VERSION);
+    snprintf(cver, sizeof cver, "%d", fold ? 3 : int8 ? 2 : INF_BUNDLE_VERSION);
     if (!st) st = st_writer_meta(cw, "format", INF_BUNDLE_CLIENT_FORMAT, err);
     if (!st) st = st_writer_meta(cw, "format_version", cver, err);
     if (!st) st = st_writer_meta(cw, "config", cfg_json, err);
     if (!st) st = st_writer_meta(cw, "rotation", fp, err);
     if (!st) st = st_writer_meta(cw, "lm_head", int8 ? INF_BUNDLE_LM_HEAD_INT8 : hdt == INF_DT_F32 ? "f32" : "f16", err);
     if (!st) st = st_writer_meta(cw, "token_freq", freq_desc, err);
+    if (!st) st = st_writer_meta(cw, "rotation_folded", fold ? "true" : "false", err);
     snprintf(path, sizeof path, "%s/%s", cdir, INF_BUNDLE_CLIENT_FILE);
     if (!st) st = st_writer_write(cw, path, err);
     if (!st) st = write_tokenizer(o, m, cdir, err);
@@ -645,6 +725,9 @@ inf_status prep_run(const prep_opts *o, inf_error *err) {
             fprintf(stderr, "prep: lm_head int8 + row scales: %.1f MiB (%s would be %.1f MiB)\n", (vd + 4.0 * eshape[0]) * mib,
                     inf_dtype_name(hdt), (double)hbytes * mib);
         fprintf(stderr, "prep: token frequency order from %s\n", freq_desc);
+        if (fold)
+            fprintf(stderr, "prep: rotation folded into the client's embeddings and lm_head%s (--no-fold keeps them plain)\n",
+                    m->cfg.tied_embeddings ? " and its final gain" : "");
     }
 done:
     rot_seed_wipe(&seed);
@@ -656,6 +739,8 @@ done:
             free(P.cache[i].z);
         }
     free(P.cache);
+    free(P.head8.q);
+    free(P.head8.s);
     free(jobs);
     free(freq);
     free(cfg_json);

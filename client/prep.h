@@ -32,6 +32,10 @@ typedef struct {
     const char *out;       /* writes out/client and out/server */
     prep_weights weights;
     bool rotate;           /* false: --no-rotate (fold only; for tests and comparisons) */
+    /* --no-fold: the client bundle keeps the embeddings and lm_head
+     * unrotated (format 1/2; the client rotates each token with Q). By
+     * default, with rotate, Q is folded into them (bundle.h, format 3). */
+    bool no_fold;
     bool progress;         /* progress bar on stderr */
     prep_lm_head lm_head;  /* --lm-head */
     /* --vocab-freq: a UTF-8 text whose tokens (the model's tokenizer) give

@@ -287,6 +287,32 @@ static inf_status load_int8_head(inf_model *m, st_file *sf, inf_error *err) {
     return INF_OK;
 }
 
+/* output_norm.rotated F32 [dim, dim]: G = Q diag(g_final) Q^T of a folded,
+ * tied client bundle. Every entry finite. */
+static inf_status load_gain_rot(inf_model *m, st_file *sf, inf_error *err) {
+    const inf_tensor *t;
+    inf_status st = st_require(sf, "output_norm.rotated", &t, err);
+    if (st) return st;
+    const int64_t d = m->cfg.dim;
+    int64_t shape[2] = {d, d};
+    if (t->dtype != INF_DT_F32)
+        return inf_fail(err, INF_E_FORMAT, "%s: tensor 'output_norm.rotated' has type %s; it must be F32", m->path,
+                        inf_dtype_name(t->dtype));
+    if ((st = inf_tensor_expect(t, "output_norm.rotated", 2, shape, err))) return st;
+    if (t->nbytes != (size_t)(d * d) * sizeof(float))
+        return inf_fail(err, INF_E_FORMAT, "%s: tensor 'output_norm.rotated' has %zu bytes, expected %lld", m->path,
+                        t->nbytes, (long long)(d * d) * 4);
+    float *g = inf_model_alloc(m, (size_t)(d * d) * sizeof *g);
+    if (!g) return inf_fail(err, INF_E_NOMEM, "%s: out of memory for 'output_norm.rotated'", m->path);
+    memcpy(g, t->data, (size_t)(d * d) * sizeof *g); /* aligned for BLAS, and checked once */
+    for (int64_t i = 0; i < d * d; i++)
+        if (!isfinite(g[i]))
+            return inf_fail(err, INF_E_FORMAT, "%s: tensor 'output_norm.rotated' entry (%lld, %lld) is not finite", m->path,
+                            (long long)(i / d), (long long)(i % d));
+    m->out_gain_rot = g;
+    return INF_OK;
+}
+
 /* token_freq.order I32 [vocab]: a permutation of the token ids. */
 static inf_status load_token_freq(inf_model *m, st_file *sf, inf_error *err) {
     const inf_tensor *t;
@@ -331,9 +357,22 @@ inf_status inf_model_load_client_bundle(const char *dir, inf_model **out, inf_er
                       INF_BUNDLE_LM_HEAD_INT8);
         goto fail;
     }
+    const char *rf = st_metadata_get(sf, "rotation_folded");
+    if (rf && strcmp(rf, "true") != 0 && strcmp(rf, "false") != 0) {
+        st = inf_fail(err, INF_E_FORMAT, "%s: metadata 'rotation_folded' = \"%.40s\" is not true or false", m->path, rf);
+        goto fail;
+    }
+    m->rot_folded = rf && !strcmp(rf, "true");
+    if (m->rot_folded && !strcmp(m->rotation, "none")) {
+        st = inf_fail(err, INF_E_FORMAT, "%s: metadata 'rotation_folded' is true but 'rotation' is \"none\"", m->path);
+        goto fail;
+    }
     if ((st = st_require(sf, "token_embd.weight", &t, err))) goto fail;
     m->tok_embd = *t;
-    if (m->cfg.tied_embeddings) {
+    if (m->cfg.tied_embeddings && m->rot_folded) {
+        if ((st = load_gain_rot(m, sf, err))) goto fail;
+        m->lm_head = m->tok_embd;
+    } else if (m->cfg.tied_embeddings) {
         if ((st = st_require(sf, "output_norm.weight", &t, err))) goto fail;
         if ((st = inf_model_gain(m, t, "output_norm.weight", m->cfg.dim, &m->out_norm, err))) goto fail;
         m->lm_head = m->tok_embd;

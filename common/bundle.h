@@ -24,6 +24,18 @@
  *                          untied: w = W_lm · diag(g_final); tied: w = the
  *                          embedding rows (token_embd stays F16 for the
  *                          lookup; output_norm.weight still carries g_final)
+ *   with the rotation folded in (prep's default; metadata rotation_folded =
+ *   "true", client format_version 3):
+ *     token_embd.weight    the rotated rows Q e_t (what the cloak would send)
+ *     output.weight        untied: W_lm · diag(g_final) · Q^T (f16/f32/int8),
+ *                          so logits come straight from the rotated state
+ *     output_norm.rotated  F32 [dim, dim], tied only, instead of
+ *                          output_norm.weight: G = Q diag(g_final) Q^T, applied
+ *                          to the normalized rotated state (the one table is
+ *                          Q-rotated, so the gain must be too); an int8
+ *                          lm_head quantizes the rotated rows
+ *   The client then needs neither Q nor any d x d product per token (the
+ *   Gaussian noise is added to the rotated row: Q n has the law of n).
  *   always (unless prep --no-vocab-freq):
  *     token_freq.order     I32 [vocab]: every token id once, most frequent
  *                          first in prep's corpus (ties: lower id first);
@@ -45,9 +57,10 @@
 #include "status.h"
 
 #define INF_BUNDLE_VERSION 1
-/* Client bundles: 1 = f16/f32 lm_head; 2 = adds the int8 lm_head. A reader
- * accepts versions up to this one. */
-#define INF_BUNDLE_CLIENT_VERSION 2
+/* Client bundles: 1 = f16/f32 lm_head; 2 = adds the int8 lm_head; 3 = adds
+ * the folded rotation. A reader accepts versions up to this one; prep writes
+ * the lowest version that holds what it wrote. */
+#define INF_BUNDLE_CLIENT_VERSION 3
 #define INF_BUNDLE_LM_HEAD_INT8 "int8-rowwise"
 #define INF_BUNDLE_SERVER_FILE "model.safetensors"
 #define INF_BUNDLE_CLIENT_FILE "client.safetensors"

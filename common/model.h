@@ -93,6 +93,15 @@ typedef struct {
      * first pass of --vocab-subset), or NULL. */
     const float *lm_head_scale;
     const int32_t *token_freq;
+    /* Client bundles prepared with the rotation folded in (the default of
+     * prep; bundle.h): tok_embd holds the rotated rows Q e_t and an untied
+     * lm_head is W_lm diag(g) Q^T, so the client does no d x d work per
+     * token and never builds Q. A tied one keeps one table, so the final
+     * gain cannot be folded into it: out_gain_rot [dim, dim] row-major is
+     * G = Q diag(g_final) Q^T (symmetric), applied to the normalized
+     * rotated state instead of out_norm (which is then NULL). */
+    bool rot_folded;
+    const float *out_gain_rot;
 } inf_model;
 
 /* Loads any supported checkpoint. PATH may be a .gguf file, a llama2.c .bin,

@@ -14,3 +14,12 @@ if ldd "$1" | grep -q 'not found'; then
   ldd "$1" | grep 'not found' >&2
   exit 1
 fi
+# A CUDA build loads cuBLAS with dlopen (common/cublas_dl.c), which ldd does
+# not see: check the library the binary names is in the image.
+want=$(grep -aoE 'libcublas\.so\.[0-9]+' "$1" | head -n 1 || true)
+if [ -n "$want" ]; then
+  if ! { ldconfig -p | grep -qF "$want" || ls /usr/local/cuda*/lib64/"$want" >/dev/null 2>&1; }; then
+    echo "runtime-deps: $1 loads $want at run time, but this image has no $want (use a CUDA runtime base image)" >&2
+    exit 1
+  fi
+fi

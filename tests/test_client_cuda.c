@@ -184,13 +184,14 @@ typedef struct {
     rot_ctx rot;
 } pair;
 
-static void pair_prep(pair *p, const char *model, prep_weights w, prep_lm_head lmh) {
+/* fold: prep's default (Q folded into the client bundle); false = --no-fold */
+static void pair_prep(pair *p, const char *model, prep_weights w, prep_lm_head lmh, bool fold) {
     char dir[512];
     memset(p, 0, sizeof *p);
     cr_assert_not_null(tu_tmpdir(dir, sizeof dir));
     snprintf(p->out, sizeof p->out, "%s/prep", dir);
     inf_error err = {{0}};
-    prep_opts o = {.model = model, .out = p->out, .weights = w, .rotate = true, .lm_head = lmh};
+    prep_opts o = {.model = model, .out = p->out, .weights = w, .rotate = true, .lm_head = lmh, .no_fold = !fold};
     cr_assert_eq(prep_run(&o, &err), INF_OK, "%s", err.msg);
     snprintf(p->client, sizeof p->client, "%s/client", p->out);
     snprintf(p->server, sizeof p->server, "%s/server", p->out);
@@ -253,7 +254,11 @@ static void check_bundle(pair *p, bool int8) {
         for (int j = 0; j < d; j++) x[j] = (t == 3 ? 100.0f : 1.0f) * grand();
         cr_assert_eq(cc_logits(c, x, false, la, &err), INF_OK, "%s", err.msg);
         cr_assert_eq(inf_logits(m, x, lb, &err), INF_OK, "%s", err.msg);
-        if (int8) {
+        if (int8 && m->out_gain_rot) {
+            /* G h on the device, scaled after: the int16 input may differ by a step */
+            e = rel_l2(la, lb, (size_t)V);
+            cr_assert_lt(e, 1e-3, "int8 logits of a folded tied bundle: relative L2 %g (state %d)", e, t);
+        } else if (int8) {
             cr_assert_eq(memcmp(la, lb, sizeof(float) * V), 0, "int8 logits differ from the CPU (state %d)", t);
         } else {
             e = rel_l2(la, lb, (size_t)V);
@@ -272,7 +277,7 @@ static void check_bundle(pair *p, bool int8) {
     sp.repeat_penalty = 1.3f;
     inf_sampler s;
     cr_assert_eq(inf_sampler_init(&s, &sp, V, &err), INF_OK, "%s", err.msg);
-    for (int t = 0; t < 8; t++) {
+    for (int t = 0; t < 8 && !(int8 && m->out_gain_rot); t++) { /* ids: exact paths only */
         for (int j = 0; j < d; j++) x[j] = grand();
         int32_t id_dev = -1;
         cr_assert_eq(cc_next(c, x, false, &s, &id_dev, &err), INF_OK, "%s", err.msg);
@@ -291,7 +296,7 @@ static void check_bundle(pair *p, bool int8) {
 Test(client_cuda, random_bundle_f16_matches_cpu, .timeout = 600) {
     need_gpu();
     pair p;
-    pair_prep(&p, tiny_untied(), PREP_F16, PREP_LMH_AUTO);
+    pair_prep(&p, tiny_untied(), PREP_F16, PREP_LMH_AUTO, true);
     check_bundle(&p, false);
     pair_free(&p);
 }
@@ -299,7 +304,7 @@ Test(client_cuda, random_bundle_f16_matches_cpu, .timeout = 600) {
 Test(client_cuda, random_bundle_int8_is_bit_identical, .timeout = 600) {
     need_gpu();
     pair p;
-    pair_prep(&p, tiny_untied(), PREP_F16, PREP_LMH_INT8);
+    pair_prep(&p, tiny_untied(), PREP_F16, PREP_LMH_INT8, true);
     check_bundle(&p, true);
     pair_free(&p);
 }
@@ -309,7 +314,7 @@ Test(client_cuda, argmax_ties_zeros_and_nan_as_the_cpu) {
     /* an all-zero state gives all-equal logits (ties: the lowest id); a NaN
      * in the state makes every logit NaN (the CPU loop then stays at 0) */
     pair p;
-    pair_prep(&p, tiny_untied(), PREP_F32, PREP_LMH_AUTO);
+    pair_prep(&p, tiny_untied(), PREP_F32, PREP_LMH_AUTO, true);
     inf_error err = {{0}};
     inf_cc *c;
     cr_assert_eq(cc_open(p.cm, NULL, &c, &err), INF_OK, "%s", err.msg);
@@ -357,6 +362,8 @@ static void split_tokens(pair *p, bool device, const int32_t *prompt, int n_prom
     cr_assert_eq(inf_sampler_init(&s, &sp, p->cm->cfg.vocab_size, &err), INF_OK, "%s", err.msg);
     cloak_ctx cl;
     cr_assert_eq(cloak_init(&cl, &p->rot, 0.0, &err), INF_OK, "%s", err.msg);
+    const bool folded = p->cm->rot_folded;
+    if (folded) cloak_set_prerotated(&cl);
     inf_split_layers sl = {p->sm, &kv, &cl};
     inf_local_layers local = {p->sm, &kv};
     inf_gen g = {p->cm, inf_split_layers_fn, &sl, 256};
@@ -364,8 +371,9 @@ static void split_tokens(pair *p, bool device, const int32_t *prompt, int n_prom
     cc_gen cg;
     inf_gen_device dev;
     if (device) {
-        cr_assert_eq(cc_open_rot(p->cm, &p->rot, &c, &err), INF_OK, "%s", err.msg);
-        cg = (cc_gen){c, true};
+        /* a folded bundle's rows are rotated already: no Q on the device */
+        cr_assert_eq(cc_open_rot(p->cm, folded ? NULL : &p->rot, &c, &err), INF_OK, "%s", err.msg);
+        cg = (cc_gen){c, !folded};
         dev = (inf_gen_device){&cg, cc_gen_embed, cc_gen_next};
         g.layers = inf_local_layers_fn; /* the device cloaks: the layers get its rows as they are */
         g.layers_ctx = &local;
@@ -395,7 +403,7 @@ static void check_split(pair *p) {
 Test(client_cuda, split_run_greedy_tokens_tiny, .timeout = 600) {
     need_gpu();
     pair p;
-    pair_prep(&p, tiny_untied(), PREP_F32, PREP_LMH_AUTO);
+    pair_prep(&p, tiny_untied(), PREP_F32, PREP_LMH_AUTO, true);
     check_split(&p);
     pair_free(&p);
 }
@@ -405,7 +413,7 @@ Test(client_cuda, split_run_greedy_tokens_smollm2_f16, .timeout = 1200) {
     const char *mp = tu_smollm2();
     if (!mp) cr_skip_test("skipped: SmolLM2 not available (INF_SMOLLM2)");
     pair p;
-    pair_prep(&p, mp, PREP_F16, PREP_LMH_AUTO);
+    pair_prep(&p, mp, PREP_F16, PREP_LMH_AUTO, true);
     check_bundle(&p, false);
     check_split(&p);
     pair_free(&p);
@@ -416,8 +424,32 @@ Test(client_cuda, split_run_greedy_tokens_smollm2_int8, .timeout = 1200) {
     const char *mp = tu_smollm2();
     if (!mp) cr_skip_test("skipped: SmolLM2 not available (INF_SMOLLM2)");
     pair p;
-    pair_prep(&p, mp, PREP_F16, PREP_LMH_INT8);
+    pair_prep(&p, mp, PREP_F16, PREP_LMH_INT8, false); /* unfolded: the int8 path is bit-exact */
     check_bundle(&p, true);
+    check_split(&p);
+    pair_free(&p);
+}
+
+/* The folded tied int8 bundle (prep's default for SmolLM2 with --lm-head
+ * int8): G h on the device; logits close to the CPU's. */
+Test(client_cuda, smollm2_int8_folded_tied_logits_close, .timeout = 1200) {
+    need_gpu();
+    const char *mp = tu_smollm2();
+    if (!mp) cr_skip_test("skipped: SmolLM2 not available (INF_SMOLLM2)");
+    pair p;
+    pair_prep(&p, mp, PREP_F16, PREP_LMH_INT8, true);
+    cr_assert_not_null(p.cm->out_gain_rot);
+    check_bundle(&p, true);
+    pair_free(&p);
+}
+
+/* An unfolded tied f16 bundle: the device's un-rotation, the plain gain. */
+Test(client_cuda, smollm2_f16_unfolded_split_tokens, .timeout = 1200) {
+    need_gpu();
+    const char *mp = tu_smollm2();
+    if (!mp) cr_skip_test("skipped: SmolLM2 not available (INF_SMOLLM2)");
+    pair p;
+    pair_prep(&p, mp, PREP_F16, PREP_LMH_AUTO, false);
     check_split(&p);
     pair_free(&p);
 }

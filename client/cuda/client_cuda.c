@@ -38,6 +38,7 @@ struct inf_cc {
     void *d_lm;       /* [V, dim] lm_dt; == d_embd when tied */
     float *d_scale;   /* [V] int8 heads */
     float *d_gain;    /* [dim] or NULL */
+    float *d_gain_rot; /* [dim, dim] G of a folded tied bundle, or NULL */
     float *d_q;       /* [dim, dim] or NULL */
     int embd_dt, lm_dt;
     bool tied;
@@ -177,6 +178,10 @@ inf_status cc_open(const inf_model *m, const float *q, inf_cc **out, inf_error *
         if ((st = upload((void **)&c->d_gain, m->out_norm, sizeof(float) * (size_t)dim, err))) goto fail;
         c->weight_bytes += sizeof(float) * (size_t)dim;
     }
+    if (m->out_gain_rot) { /* a folded tied bundle's G (common/bundle.h) */
+        if ((st = upload((void **)&c->d_gain_rot, m->out_gain_rot, sizeof(float) * (size_t)dim * dim, err))) goto fail;
+        c->weight_bytes += sizeof(float) * (size_t)dim * dim;
+    }
     if (q) {
         if ((st = upload((void **)&c->d_q, q, sizeof(float) * (size_t)dim * dim, err))) goto fail;
         c->weight_bytes += sizeof(float) * (size_t)dim * dim;
@@ -236,6 +241,7 @@ void cc_close(inf_cc *c) {
     cudaFree(c->d_embd);
     cudaFree(c->d_scale);
     cudaFree(c->d_gain);
+    cudaFree(c->d_gain_rot);
     cudaFree(c->d_q);
     cudaFree(c->d_x);
     cudaFree(c->d_y);
@@ -308,7 +314,19 @@ static inf_status logits_dev(inf_cc *c, const float *x, bool unrotate, inf_error
         h = c->d_y;
     }
     const bool i8 = c->lm_dt == CK_I8;
-    if ((st = CU(ck_final_norm(h, c->d_gain, c->dim, c->m->cfg.rms_eps, c->d_xn, i8 ? c->d_xq : NULL, c->d_sx, c->s))))
+    const float *r = NULL; /* the state whose rms scales (NULL: the norm's input) */
+    if (c->d_gain_rot) {
+        /* G (h / rms(h)) = (G h) / rms(h): G is linear. G is symmetric, so
+         * its row-major copy is its column-major one. */
+        const float one = 1.0f, zero = 0.0f;
+        float *gh = h == c->d_x ? c->d_y : c->d_x;
+        if ((st = CB(c->cb->sgemv(c->blas, CUBLAS_OP_N, c->dim, c->dim, &one, c->d_gain_rot, c->dim, h, 1, &zero, gh, 1))))
+            return st;
+        r = h;
+        h = gh;
+    }
+    if ((st = CU(ck_final_norm(h, r, c->d_gain, c->dim, c->m->cfg.rms_eps, c->d_xn, i8 ? c->d_xq : NULL, c->d_sx,
+                               c->s))))
         return st;
     if (i8)
         return CU(ck_gemv_i8((const int8_t *)c->d_lm, c->d_scale, c->d_xq, c->d_sx, c->vocab, c->dim, c->d_logits,

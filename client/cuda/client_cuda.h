@@ -8,7 +8,8 @@
  * What lives on the device, uploaded ONCE by cc_open (no weight crosses PCIe
  * after that): the embedding table (f32/f16/bf16), the lm_head (f32/f16/bf16,
  * or int8 + its per-row f32 scales) — with tied embeddings ONE copy serves
- * lookup and lm_head —, the final gain, and Q (f32, when given).
+ * lookup and lm_head —, the final gain (or a folded tied bundle's G), and
+ * Q (f32, when given; never for a folded bundle, whose rows are rotated).
  *
  * What crosses PCIe per step:
  *   cc_embed: in, the n token ids (4n bytes); out, the n rows (4 n dim bytes),
@@ -30,6 +31,10 @@
  *     (float)((double)acc * s_r * sx) as in gemv_rows;
  *   - f32/f16/bf16 lm_head and the rotations: f32 accumulation in another
  *     order than the CPU's SIMD sums (relative differences ~1e-7);
+ *   - a folded tied bundle (m->out_gain_rot, common/bundle.h): G h by cuBLAS,
+ *     then scaled by 1/rms(h), where the CPU scales first (relative ~1e-7;
+ *     an int8 head's int16 input can then differ by one step in a few
+ *     entries, so its logits are close, not bit-identical);
  *   - greedy: the CPU's inf_argmax exactly (largest value, lowest id on
  *     ties, -0 == +0, NaN never wins unless it sits at id 0); the repetition
  *     penalty divides or multiplies in f32 with IEEE rounding, as sample.c.

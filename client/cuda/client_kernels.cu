@@ -43,8 +43,8 @@ extern "C" cudaError_t ck_embed(const void *tab, int dt, const int32_t *ids, int
 
 /* ---- final RMSNorm (+ int16 input for an int8 head) -------------------------- */
 
-__global__ void k_final_norm(const float *x, const float *g, int cols, float eps, float *xn, int16_t *xq,
-                             double *sx_out) {
+__global__ void k_final_norm(const float *x, const float *r, const float *g, int cols, float eps, float *xn,
+                             int16_t *xq, double *sx_out) {
     __shared__ float s_scale;
     __shared__ float s_max[32];
     __shared__ int s_bad[32];
@@ -53,9 +53,10 @@ __global__ void k_final_norm(const float *x, const float *g, int cols, float eps
      * per product and per sum. One thread: a few microseconds at 4096, and
      * the only way to reproduce the CPU's rounding sequence. */
     if (threadIdx.x == 0) {
+        const float *src = r ? r : x;
         double ss = 0.0;
         for (int i = 0; i < cols; i++) {
-            double v = (double)x[i];
+            double v = (double)src[i];
             ss = __dadd_rn(ss, __dmul_rn(v, v));
         }
         double mean = __dadd_rn(__ddiv_rn(ss, (double)cols), (double)eps);
@@ -110,9 +111,9 @@ __global__ void k_final_norm(const float *x, const float *g, int cols, float eps
     }
 }
 
-extern "C" cudaError_t ck_final_norm(const float *x, const float *g, int cols, float eps, float *xn, int16_t *xq,
-                                     double *sx, cudaStream_t s) {
-    k_final_norm<<<1, 1024, 0, s>>>(x, g, cols, eps, xn, xq, sx);
+extern "C" cudaError_t ck_final_norm(const float *x, const float *r, const float *g, int cols, float eps, float *xn,
+                                     int16_t *xq, double *sx, cudaStream_t s) {
+    k_final_norm<<<1, 1024, 0, s>>>(x, r, g, cols, eps, xn, xq, sx);
     return cudaGetLastError();
 }
 

@@ -23,10 +23,11 @@ enum { CK_F32 = 0, CK_F16 = 1, CK_BF16 = 2, CK_I8 = 3 };
 cudaError_t ck_embed(const void *tab, int dt, const int32_t *ids, int n, int cols, float *out, cudaStream_t s);
 
 /* One block: xn = x * (float)(1 / sqrt(ss / cols + eps)) * g (g NULL: no
- * gain), ss summed in double in index order (as inf_rmsnorm). With xq != NULL
+ * gain), ss = sum of r[i]^2 (r NULL: x; a folded tied head passes x = G h and
+ * r = h) summed in double in index order (as inf_rmsnorm). With xq != NULL
  * also the int16 copy and its scale *sx exactly as gemv_input_make. */
-cudaError_t ck_final_norm(const float *x, const float *g, int cols, float eps, float *xn, int16_t *xq, double *sx,
-                          cudaStream_t s);
+cudaError_t ck_final_norm(const float *x, const float *r, const float *g, int cols, float eps, float *xn, int16_t *xq,
+                          double *sx, cudaStream_t s);
 
 /* y[r] = W[r, :] . xn for r < rows, f32 accumulation (F32/F16/BF16). */
 cudaError_t ck_gemv(const void *W, int dt, const float *xn, int64_t rows, int cols, float *y, cudaStream_t s);
