@@ -313,3 +313,53 @@ Test(cloak, noise_has_the_requested_sigma) {
     rot_ctx_free(&r);
     rot_seed_wipe(&s);
 }
+
+/* A folded bundle's cloak (cloak_set_prerotated): cloak_states adds only
+ * the noise — the seeded noise stream of an ordinary cloak, unrotated —
+ * and uncloak_states leaves the states alone; Q is never built. */
+Test(cloak, prerotated_cloak_adds_only_the_noise) {
+    const int d = 64;
+    const size_t n = 50;
+    const double sigma = 0.25;
+    rot_seed s;
+    inf_error err;
+    cr_assert_eq(rot_seed_generate(&s, &err), INF_OK, "%s", err.msg);
+    rot_ctx r;
+    cr_assert_eq(rot_ctx_init(&r, &s, d, false, &err), INF_OK, "%s", err.msg);
+    float *x = malloc(sizeof(float) * n * d), *y = malloc(sizeof(float) * n * d), *z = malloc(sizeof(float) * n * d);
+    random_rows(x, n * d);
+    cloak_ctx c;
+    /* no noise: both directions are the identity, bit for bit */
+    cr_assert_eq(cloak_init(&c, &r, 0.0, &err), INF_OK, "%s", err.msg);
+    cloak_set_prerotated(&c);
+    memcpy(y, x, sizeof(float) * n * d);
+    cr_assert_eq(cloak_states(&c, y, n, d, &err), INF_OK, "%s", err.msg);
+    cr_assert_eq(memcmp(x, y, sizeof(float) * n * d), 0, "a prerotated cloak without noise changed the states");
+    cr_assert_eq(uncloak_states(&c, y, n, d, &err), INF_OK, "%s", err.msg);
+    cr_assert_eq(memcmp(x, y, sizeof(float) * n * d), 0, "a prerotated uncloak changed the states");
+    cloak_free(&c);
+    /* noise: y - x is the noise an ordinary cloak adds before rotating,
+     * i.e. Q^T (ordinary cloak of x) - x with the same seed */
+    cr_assert_eq(cloak_init_seeded(&c, &r, sigma, 77, &err), INF_OK, "%s", err.msg);
+    cloak_set_prerotated(&c);
+    memcpy(y, x, sizeof(float) * n * d);
+    cr_assert_eq(cloak_states(&c, y, n, d, &err), INF_OK, "%s", err.msg);
+    cloak_free(&c);
+    cr_assert_eq(cloak_init_seeded(&c, &r, sigma, 77, &err), INF_OK, "%s", err.msg);
+    memcpy(z, x, sizeof(float) * n * d);
+    cr_assert_eq(cloak_states(&c, z, n, d, &err), INF_OK, "%s", err.msg);
+    cr_assert_eq(uncloak_states(&c, z, n, d, &err), INF_OK, "%s", err.msg);
+    cloak_free(&c);
+    double md = 0.0, noise = 0.0;
+    for (size_t i = 0; i < n * d; i++) {
+        md = fmax(md, fabs((double)y[i] - z[i]));
+        noise += ((double)y[i] - x[i]) * ((double)y[i] - x[i]);
+    }
+    cr_expect_lt(md, 1e-5, "prerotated noise differs from the ordinary cloak's by %g", md);
+    cr_expect_gt(sqrt(noise / (double)(n * d)), 0.5 * sigma, "no noise was added");
+    free(x);
+    free(y);
+    free(z);
+    rot_ctx_free(&r);
+    rot_seed_wipe(&s);
+}
