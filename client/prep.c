@@ -207,6 +207,13 @@ static float *to_f32(const inf_tensor *t) {
     return w;
 }
 
+/* out[n, d] = a[n, d] Q^T: every row r becomes Q r. How everything that
+ * reads the residual stream is rotated: the server's readers, and the
+ * client's embedding rows, lm_head and gain when Q is folded into them. */
+static void times_qt(const prep_ctx *P, const float *a, int64_t n, float *out) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, P->d, P->d, 1.0f, a, P->d, P->Q, P->d, 0.0f, out, P->d);
+}
+
 /* The folded, rotated f32 weight of one linear. */
 static inf_status transformed(prep_ctx *P, int layer, int which, float **out, int64_t *rows,
                               int64_t *cols, inf_error *err) {
@@ -231,8 +238,7 @@ static inf_status transformed(prep_ctx *P, int layer, int which, float **out, in
             return inf_fail(err, INF_E_NOMEM, "prep: out of memory for blk.%d.%s", layer, inf_bundle_linear_names[which]);
         }
         if (reads) /* W Qᵀ: [out, d] x [d, d]ᵀ */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)*rows, d, d, 1.0f, w, d, P->Q, d,
-                        0.0f, c, d);
+            times_qt(P, w, *rows, c);
         else /* Q W: [d, d] x [d, in] */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, d, (int)*cols, d, 1.0f, P->Q, d, w,
                         (int)*cols, 0.0f, c, (int)*cols);
@@ -324,9 +330,7 @@ static void client_rows(const client_job *J, int64_t r0, int64_t n, float *out, 
         if (J->gain)
             for (int64_t j = 0; j < cols; j++) row[j] *= J->gain[j];
     }
-    if (J->rotate)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)cols, (int)cols, 1.0f, tmp, (int)cols,
-                    J->P->Q, (int)cols, 0.0f, out, (int)cols);
+    if (J->rotate) times_qt(J->P, tmp, n, out); /* cols == d: client tensors are [vocab, dim] */
 }
 
 static inf_status produce_client(void *user, void *buf, size_t nbytes, inf_error *err) {
@@ -389,7 +393,7 @@ static float *gain_rotated(prep_ctx *P, const float *g) {
     }
     for (int i = 0; i < d; i++)
         for (int k = 0; k < d; k++) a[(size_t)i * d + k] = P->Q[(size_t)i * d + k] * (g ? g[k] : 1.0f);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d, d, d, 1.0f, a, d, P->Q, d, 0.0f, G, d);
+    times_qt(P, a, d, G);
     free(a);
     for (int i = 0; i < d; i++) /* exactly symmetric, as the math says */
         for (int j = i + 1; j < d; j++) {
